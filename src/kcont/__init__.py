@@ -1,0 +1,140 @@
+"""kcont: kernel continuations for Python.
+
+Callouts (timers), softints and workqueues in one cheap framework, after the
+NetBSD "Kernel continuations" proposal.  A continuation is a reusable handle on
+deferred work: a function, an argument, a workqueue (priority, per-CPU or
+shared) and an optional lock.  Schedule it to run now or in ``nticks`` ticks,
+on a given CPU; stop, halt or destroy it; the same state machine, ordering
+rules and dispatch function run on a deterministic simulated runtime
+(:class:`SimRuntime`) and on real threads (:class:`Runtime`).
+
+The Pythonic API is the primary one; the seed's ``kcont_*`` names live in
+:mod:`kcont.capi` and are re-exported here.
+"""
+
+from __future__ import annotations
+
+from . import capi
+from ._core.continuation import Continuation
+from ._core.mutex import Mutex
+from ._core.runtime import CPU, RuntimeCore, ShutdownAccount, bind_cpu, curcpu, current_runtime
+from ._core.workqueue import (
+    MAXPRI,
+    PRI_SOFT_MIN,
+    PredefinedQueue,
+    Workqueue,
+)
+from .capi import (
+    PRI_HIGH,
+    PRI_LOW,
+    PRI_MEDHIGH,
+    PRI_MEDLOW,
+    PRI_SOFTBIO,
+    PRI_SOFTCLOCK,
+    PRI_SOFTNET,
+    PRI_SOFTSERIAL,
+    WQ_PERCPU,
+    kcont_ack,
+    kcont_active,
+    kcont_create,
+    kcont_destroy,
+    kcont_expired,
+    kcont_getmutex,
+    kcont_halt,
+    kcont_invoking,
+    kcont_pending,
+    kcont_schedule,
+    kcont_setarg,
+    kcont_setfunc,
+    kcont_setmutex,
+    kcont_stop,
+    kcont_workqueue_acquire,
+    kcont_workqueue_release,
+    wq_prihigh,
+    wq_prilow,
+    wq_primedhigh,
+    wq_primedlow,
+    wq_softbio,
+    wq_softclock,
+    wq_softnet,
+    wq_softserial,
+)
+from .errors import (
+    BusyError,
+    DestroyedError,
+    HaltTimeoutError,
+    InvalidArgumentError,
+    KcontError,
+    MutexError,
+    NoPerCPUQueueError,
+    NoRuntimeError,
+    ShutdownError,
+    SimDeadlockError,
+    WorkqueueReleasedError,
+)
+from .sim import SimRuntime, TraceEvent
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "CPU",
+    "MAXPRI",
+    "PRI_HIGH",
+    "PRI_LOW",
+    "PRI_MEDHIGH",
+    "PRI_MEDLOW",
+    "PRI_SOFTBIO",
+    "PRI_SOFTCLOCK",
+    "PRI_SOFTNET",
+    "PRI_SOFTSERIAL",
+    "PRI_SOFT_MIN",
+    "WQ_PERCPU",
+    "BusyError",
+    "Continuation",
+    "DestroyedError",
+    "HaltTimeoutError",
+    "InvalidArgumentError",
+    "KcontError",
+    "Mutex",
+    "MutexError",
+    "NoPerCPUQueueError",
+    "NoRuntimeError",
+    "PredefinedQueue",
+    "RuntimeCore",
+    "ShutdownAccount",
+    "ShutdownError",
+    "SimDeadlockError",
+    "SimRuntime",
+    "TraceEvent",
+    "Workqueue",
+    "WorkqueueReleasedError",
+    "__version__",
+    "bind_cpu",
+    "capi",
+    "curcpu",
+    "current_runtime",
+    "kcont_ack",
+    "kcont_active",
+    "kcont_create",
+    "kcont_destroy",
+    "kcont_expired",
+    "kcont_getmutex",
+    "kcont_halt",
+    "kcont_invoking",
+    "kcont_pending",
+    "kcont_schedule",
+    "kcont_setarg",
+    "kcont_setfunc",
+    "kcont_setmutex",
+    "kcont_stop",
+    "kcont_workqueue_acquire",
+    "kcont_workqueue_release",
+    "wq_prihigh",
+    "wq_prilow",
+    "wq_primedhigh",
+    "wq_primedlow",
+    "wq_softbio",
+    "wq_softclock",
+    "wq_softnet",
+    "wq_softserial",
+]

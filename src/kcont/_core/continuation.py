@@ -1,0 +1,649 @@
+"""The continuation and its state machine: the one place where flags change.
+
+What it owns
+    :class:`Continuation` (the seed's ``kcont_t``) and every transition of its
+    flags.  Both runtimes share it; a runtime only supplies CPUs, a clock and a
+    way to wait (:mod:`kcont._core.runtime`), and calls :func:`begin_locked` /
+    :func:`end_locked` from the one dispatch function.
+
+Transition table (docs/semantics.md gives the reason for each row)
+
+    ==========================  ==================================================
+    event                       effect
+    ==========================  ==================================================
+    schedule(nticks=0)          EBUSY if INVOKING.  Disarm if PENDING, leave the
+                                run queue if QUEUED (a replaced scheduling);
+                                set EXPIRED|INVOKING|QUEUED, enqueue.
+    schedule(nticks>0)          EBUSY if INVOKING.  Leave the run queue if QUEUED;
+                                arm or re-arm (new deadline and CPU); set PENDING,
+                                clear EXPIRED.
+    timer expiry                PENDING -> EXPIRED|INVOKING|QUEUED, enqueue.
+    dispatch begins             QUEUED -> RUNNING (lock taken, func/arg snapshot).
+    dispatch ends               clear RUNNING; clear INVOKING unless a new
+                                scheduling happened during the call.
+    ack()                       clear INVOKING, return its previous value.
+    stop()                      disarm if PENDING; dequeue if QUEUED (then also
+                                clear INVOKING|EXPIRED: the function never ran);
+                                clear PENDING|EXPIRED; return the EXPIRED left,
+                                i.e. True iff the invocation of the current
+                                scheduling could not be prevented.
+    halt()                      stop(), then wait while RUNNING (unless called
+                                from the function itself), stopping again when
+                                the running invocation ends.
+    destroy()                   set DESTROYED (refuses schedule and setters),
+                                halt; DETACHED from the workqueue once not
+                                RUNNING.
+    ==========================  ==================================================
+
+    At most one invocation of a continuation runs at a time: an entry whose
+    continuation is still RUNNING waits (see :mod:`kcont._core.runqueue`).
+
+Locking
+    S: ``_flags``, ``_rq``, ``_bucket``, ``_deadline``, ``_seq``, ``_nsched``,
+    ``_ctx``, ``_runner``, ``_release`` and the function, argument and lock
+    fields are written only with the runtime's state lock held.  Predicates
+    read ``_flags`` without it (one attribute read: atomic, possibly stale, as
+    NetBSD's ``callout_pending``).  Functions named ``*_locked`` require the
+    state lock; the others take it.  A :class:`~kcont.Mutex` is never released
+    with the state lock held (its waiters take that lock).
+"""
+
+from __future__ import annotations
+
+import errno
+import threading
+from collections.abc import Callable
+from contextvars import Context, copy_context
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
+
+from ..errors import (
+    BusyError,
+    DestroyedError,
+    InvalidArgumentError,
+    MutexError,
+    NoPerCPUQueueError,
+    ShutdownError,
+    WorkqueueReleasedError,
+)
+from .flags import (
+    DESTROYED,
+    DETACHED,
+    EXPIRED,
+    INVOKING,
+    PENDING,
+    QUEUED,
+    RUNNING,
+    flag_names,
+)
+from .mutex import Mutex
+from .runtime import CPU, _tls, current_runtime
+from .workqueue import WQ_PERCPU, PredefinedQueue, Workqueue
+
+if TYPE_CHECKING:
+    from .runqueue import RunQueue
+
+_get_ident = threading.get_ident
+
+A = TypeVar("A")
+
+# Refusal codes of _schedule (0 is success).  The Pythonic API turns them into
+# exceptions with a message, the C-style API into the seed's errno values.
+R_BUSY = 1
+R_NOPERCPU = 2
+R_NEGATIVE = 3
+R_FOREIGN_CPU = 4
+R_DESTROYED = 5
+R_SHUTDOWN = 6
+
+_REFUSAL_ERRNO = {
+    R_BUSY: errno.EBUSY,
+    R_NOPERCPU: errno.ENOENT,
+    R_NEGATIVE: errno.EINVAL,
+    R_FOREIGN_CPU: errno.EINVAL,
+    R_DESTROYED: errno.EINVAL,
+}
+
+
+class Continuation(Generic[A]):
+    """A cheap, reusable handle on deferred work: a function, an argument, a
+    workqueue and an optional lock (the seed's ``kcont_t``).
+
+    Args:
+        wq: a :class:`Workqueue` of a runtime, or a predefined queue handle
+            such as ``kcont.wq_softnet`` (bound to the current runtime).
+        func: called as ``func(arg, kc)`` each time the continuation runs.
+        arg: the first argument of ``func``.
+        lock: a :class:`~kcont.Mutex` taken before ``func`` runs and released
+            after it returns, or None.
+        name: a label for traces, ``repr`` and statistics.
+
+    Raises:
+        TypeError: ``func`` is not callable, ``lock`` is not a Mutex, ``wq``
+            is not a workqueue.
+        WorkqueueReleasedError: ``wq`` was freed.
+        NoRuntimeError: ``wq`` is predefined and no runtime is current.
+        ShutdownError: the runtime is shut down.
+
+    Context:
+        Any thread, including a continuation's function.
+    """
+
+    __slots__ = (
+        "_arg",
+        "_bucket",
+        "_ctx",
+        "_deadline",
+        "_flags",
+        "_func",
+        "_lock",
+        "_nsched",
+        "_release",
+        "_rq",
+        "_runner",
+        "_seq",
+        "_wq",
+        "name",
+    )
+
+    def __init__(
+        self,
+        wq: Workqueue | PredefinedQueue,
+        func: Callable[[A, Continuation[A]], object],
+        arg: A = None,  # type: ignore[assignment]
+        *,
+        lock: Mutex | None = None,
+        name: str | None = None,
+    ) -> None:
+        if isinstance(wq, PredefinedQueue):
+            wq = wq.resolve(current_runtime())
+        elif not isinstance(wq, Workqueue):
+            raise TypeError(f"wq must be a kcont workqueue, not {type(wq).__name__}")
+        if not callable(func):
+            raise TypeError(f"func must be callable, not {type(func).__name__}")
+        if lock is not None and not isinstance(lock, Mutex):
+            raise TypeError(f"lock must be a kcont.Mutex or None, not {type(lock).__name__}")
+        self._wq = wq
+        self._func = func
+        self._arg = arg
+        self._lock = lock
+        self._flags = 0
+        self._rq: RunQueue = wq.rqs[0]
+        self._bucket: dict[Continuation[Any], None] | None = None
+        self._deadline = 0
+        self._seq = 0
+        self._nsched = 0
+        self._ctx: Context | None = None
+        self._runner: int | None = None
+        self._release: Mutex | None = None
+        self.name = name
+        rt = wq.rt
+        with rt._lock:
+            if wq.freed:
+                raise WorkqueueReleasedError(f"{wq!r} was released and freed")
+            if rt._closed:
+                raise ShutdownError(f"{rt!r} is shut down")
+            wq.bound += 1
+            rt._created += 1
+
+    # -- scheduling ---------------------------------------------------------
+
+    def schedule(self, nticks: int = 0, cpu: CPU | None = None) -> None:
+        """Commit an invocation now (``nticks=0``) or arm the timer.
+
+        Re-scheduling a PENDING continuation replaces its deadline and CPU.
+
+        Args:
+            nticks: 0 to run without delay, else the number of ticks to wait.
+            cpu: the CPU to run on (per-CPU queues only); None means the
+                calling thread's CPU for a per-CPU queue, or the first CPU
+                free for a shared queue.
+
+        Raises:
+            BusyError: INVOKING is set (EBUSY); ``ack()`` it first.
+            NoPerCPUQueueError: ``cpu`` given on a shared queue (ENOENT).
+            InvalidArgumentError: ``nticks < 0`` or ``cpu`` of another runtime.
+            DestroyedError: the continuation was destroyed.
+            ShutdownError: the runtime is shut down.
+        """
+        code = self._schedule(cpu, nticks)
+        if code:
+            raise self._refusal(code, cpu, nticks)
+
+    def _schedule(self, cpu: CPU | None, nticks: int) -> int:
+        """The schedule transition; returns 0 or an ``R_*`` refusal code."""
+        if nticks.__class__ is not int:
+            nticks = _check_ticks(nticks)
+        wq = self._wq
+        rt = wq.rt
+        if cpu is None:
+            if wq.flags & WQ_PERCPU:
+                here = _tls.cpu
+                rq = wq.rqs[here.index if here is not None and here.rt is rt else 0]
+            else:
+                rq = wq.rqs[0]
+        elif cpu.__class__ is not CPU:
+            raise TypeError(f"cpu must be a kcont CPU handle or None, not {type(cpu).__name__}")
+        elif cpu.rt is not rt:
+            return R_FOREIGN_CPU
+        elif not wq.flags & WQ_PERCPU:
+            return R_NOPERCPU
+        else:
+            rq = wq.rqs[cpu.index]
+        ctx = copy_context()
+        with rt._lock:
+            flags = self._flags
+            if flags & (INVOKING | DESTROYED) or nticks < 0 or rt._closed:
+                if flags & DESTROYED:
+                    return R_DESTROYED
+                if rt._closed:
+                    return R_SHUTDOWN
+                if nticks < 0:
+                    return R_NEGATIVE
+                rq.ebusy += 1
+                return R_BUSY
+            # Contexts equal to the last one captured share its object: a
+            # pending continuation then costs no Context of its own.  Each
+            # invocation runs in a fresh copy, so nothing leaks between them.
+            if ctx == rt._ctx_cache:
+                ctx = rt._ctx_cache
+            else:
+                rt._ctx_cache = ctx
+            self._ctx = ctx
+            self._nsched += 1
+            if flags & QUEUED:
+                # Only reachable after ack(): the new scheduling replaces it.
+                self._rq.remove_locked(self)
+            self._rq = rq
+            if nticks == 0:
+                if flags & PENDING:
+                    rt._wheel.disarm(self)
+                self._flags = (flags & ~PENDING) | EXPIRED | INVOKING | QUEUED
+                rq.enqueue_locked(self)
+                rt._kick(rq)
+            else:
+                wheel = rt._wheel
+                deadline = rt._now() + nticks
+                if deadline <= wheel.now:
+                    deadline = wheel.now + 1
+                wheel.arm(self, deadline)
+                self._flags = (flags & ~(EXPIRED | QUEUED)) | PENDING
+                rq.armed += 1
+                if deadline < rt._timer_wake:
+                    rt._kick_timer(deadline)
+            if rt._trace is not None:
+                rt._record("schedule", self, rq.cpu, nticks)
+        return 0
+
+    def _refusal(self, code: int, cpu: CPU | None, nticks: int) -> Exception:
+        if code == R_BUSY:
+            return BusyError(f"{self!r} is INVOKING; call ack() before scheduling it again")
+        if code == R_NOPERCPU:
+            return NoPerCPUQueueError(f"{self._wq!r} has no per-CPU queues; pass cpu=None")
+        if code == R_NEGATIVE:
+            return InvalidArgumentError(f"nticks must be >= 0, not {nticks}")
+        if code == R_FOREIGN_CPU:
+            return InvalidArgumentError(f"{cpu!r} belongs to another runtime than {self!r}")
+        if code == R_DESTROYED:
+            return DestroyedError(f"{self!r} was destroyed")
+        return ShutdownError(f"{self._wq.rt!r} is shut down; {self!r} cannot be scheduled")
+
+    # -- stop, halt, destroy ------------------------------------------------
+
+    def stop(self) -> bool:
+        """Disarm the timer and cancel a committed invocation that has not
+        started.
+
+        Returns:
+            True iff the invocation of the current scheduling could not be
+            prevented (it is running or has run): the seed's "was EXPIRED".
+
+        Context:
+            Any thread.  If the continuation has a lock and the caller holds
+            it, no invocation starts after ``stop`` returns.  ``stop`` does not
+            wait for a running invocation: use :meth:`halt`.
+        """
+        rt = self._wq.rt
+        with rt._lock:
+            return self._stop_locked()
+
+    def _stop_locked(self) -> bool:
+        flags = self._flags
+        rq = self._rq
+        if flags & PENDING:
+            self._wq.rt._wheel.disarm(self)
+            rq.stopped += 1
+        elif flags & QUEUED:
+            rq.remove_locked(self)
+            flags &= ~(QUEUED | INVOKING | EXPIRED)
+            rq.stopped += 1
+        else:
+            self._flags = flags & ~EXPIRED
+            return bool(flags & EXPIRED)
+        self._flags = flags & ~(PENDING | EXPIRED)
+        rt = self._wq.rt
+        if rt._trace is not None:
+            rt._record("stop", self, rq.cpu)
+        return bool(flags & EXPIRED)
+
+    def halt(self, interlock: Mutex | None = None, timeout: float | None = None) -> bool:
+        """Stop, then wait until no invocation of this continuation runs.
+
+        Called from the continuation's own function, it stops and returns at
+        once (waiting would deadlock).  ``interlock``, if given, is released
+        while waiting and taken again before returning (NetBSD
+        ``callout_halt``).  Do not hold a lock that the function takes.
+
+        Returns:
+            As :meth:`stop`.
+
+        Raises:
+            HaltTimeoutError: ``timeout`` seconds passed with the function
+                still running (it is stopped, not interrupted).
+        """
+        rt = self._wq.rt
+        with rt._lock:
+            expired = self._stop_locked()
+            if not self._flags & RUNNING or self._runner == _get_ident():
+                return expired
+        self._wait_not_running(interlock, timeout)
+        return expired
+
+    def _wait_not_running(self, interlock: Mutex | None, timeout: float | None) -> None:
+        rt = self._wq.rt
+        if interlock is not None:
+            interlock.release()
+        try:
+            with rt._lock:
+                rt._halting[self] = rt._halting.get(self, 0) + 1
+                try:
+                    rt._wait_ended_locked(self, timeout)
+                finally:
+                    left = rt._halting[self] - 1
+                    if left:
+                        rt._halting[self] = left
+                    else:
+                        del rt._halting[self]
+        finally:
+            if interlock is not None:
+                interlock.acquire()
+
+    def destroy(self, timeout: float | None = None) -> None:
+        """Halt and retire the continuation: every later schedule, setfunc,
+        setarg or setmutex is refused with :class:`DestroyedError`.
+
+        Called from its own function, it refuses re-arming at once and
+        finishes after the function returns.
+
+        Raises:
+            DestroyedError: already destroyed.
+            HaltTimeoutError: ``timeout`` seconds passed with the function
+                still running (the continuation stays destroyed and is
+                released when the function returns).
+        """
+        rt = self._wq.rt
+        with rt._lock:
+            flags = self._flags
+            if flags & DESTROYED:
+                raise DestroyedError(f"{self!r} was already destroyed")
+            self._flags = flags | DESTROYED
+            self._stop_locked()
+            if rt._trace is not None:
+                rt._record("destroy", self, self._rq.cpu)
+            if not self._flags & RUNNING:
+                self._detach_locked()
+                return
+            if self._runner == _get_ident():
+                return  # end_locked detaches it after the function returns
+        self._wait_not_running(None, timeout)
+
+    def _detach_locked(self) -> None:
+        self._flags |= DETACHED
+        self._wq.bound -= 1
+        # Drop references so a destroyed continuation pins nothing.
+        self._func = _destroyed_func
+        self._arg = None  # type: ignore[assignment]
+        self._ctx = None
+
+    # -- acknowledgement and predicates -----------------------------------
+
+    def ack(self) -> bool:
+        """Clear INVOKING and return its previous value (the seed's
+        ``kcont_ack``).  A function that re-arms itself calls ``ack()`` first."""
+        rt = self._wq.rt
+        with rt._lock:
+            flags = self._flags
+            self._flags = flags & ~INVOKING
+        return bool(flags & INVOKING)
+
+    @property
+    def pending(self) -> bool:
+        """The timer is armed and has not expired."""
+        return bool(self._flags & PENDING)
+
+    @property
+    def expired(self) -> bool:
+        """The current scheduling was committed to invocation (the function
+        may not have started yet)."""
+        return bool(self._flags & EXPIRED)
+
+    @property
+    def active(self) -> bool:
+        """PENDING or EXPIRED (NetBSD's ``callout_active``)."""
+        return bool(self._flags & (PENDING | EXPIRED))
+
+    @property
+    def invoking(self) -> bool:
+        """An invocation is committed and not yet acknowledged or finished."""
+        return bool(self._flags & INVOKING)
+
+    @property
+    def queued(self) -> bool:
+        """Committed and waiting for a CPU or its lock (not started)."""
+        return bool(self._flags & QUEUED)
+
+    @property
+    def running(self) -> bool:
+        """The function is executing."""
+        return bool(self._flags & RUNNING)
+
+    @property
+    def destroyed(self) -> bool:
+        return bool(self._flags & DESTROYED)
+
+    @property
+    def flags(self) -> str:
+        """All flags by name, e.g. ``'EXPIRED|INVOKING|QUEUED'``."""
+        return flag_names(self._flags)
+
+    # -- function, argument, lock ------------------------------------------
+
+    @property
+    def wq(self) -> Workqueue:
+        return self._wq
+
+    @property
+    def runtime(self) -> Any:
+        return self._wq.rt
+
+    @property
+    def cpu(self) -> CPU | None:
+        """The CPU of the current (or last) scheduling; None on a shared queue."""
+        return self._rq.cpu
+
+    @property
+    def deadline(self) -> int | None:
+        """The tick the timer is armed for, or None if not PENDING."""
+        return self._deadline if self._flags & PENDING else None
+
+    @property
+    def func(self) -> Callable[[A, Continuation[A]], object]:
+        return self._func
+
+    @property
+    def mutex(self) -> Mutex | None:
+        """The lock currently associated (the seed's ``kcont_getmutex``)."""
+        return self._lock
+
+    @property
+    def arg(self) -> A:
+        return self._arg
+
+    @arg.setter
+    def arg(self, arg: A) -> None:
+        self.set_arg(arg)
+
+    def set_arg(self, arg: A) -> None:
+        """Change the argument (the seed's ``kcont_setarg``).
+
+        Without a lock: any time; an invocation already started keeps the old
+        one.  With a lock: the caller must hold it.
+
+        Raises:
+            MutexError: the continuation has a lock the caller does not hold.
+            DestroyedError: the continuation was destroyed.
+        """
+        rt = self._wq.rt
+        with rt._lock:
+            self._check_settable_locked("setarg")
+            self._arg = arg
+
+    def set_func(self, func: Callable[[A, Continuation[A]], object], arg: A) -> None:
+        """Change the function and argument (the seed's ``kcont_setfunc``,
+        with the signature of ``kcont_create``: ``func(arg, kc)``).
+
+        With a lock: the caller must hold it.  Without a lock: only while the
+        continuation is neither PENDING nor INVOKING, so that a new function
+        never runs concurrently with the old one (docs/semantics.md).
+
+        Raises:
+            TypeError: ``func`` is not callable.
+            BusyError: lock-less and PENDING or INVOKING (EBUSY).
+            MutexError: the continuation has a lock the caller does not hold.
+            DestroyedError: the continuation was destroyed.
+        """
+        if not callable(func):
+            raise TypeError(f"func must be callable, not {type(func).__name__}")
+        rt = self._wq.rt
+        with rt._lock:
+            self._check_settable_locked("setfunc")
+            if self._lock is None and self._flags & (PENDING | INVOKING):
+                raise BusyError(
+                    f"{self!r} has no lock and is {flag_names(self._flags)}: its function "
+                    "can only change while it is neither PENDING nor INVOKING"
+                )
+            self._func = func
+            self._arg = arg
+
+    def set_mutex(self, lock: Mutex | None) -> Mutex | None:
+        """Replace the associated lock and return the previous one (the
+        seed's ``kcont_setmutex``).
+
+        The caller must hold the current lock.  Called from the continuation's
+        own function, it also changes which lock the dispatcher releases when
+        the function returns: the function must have released the old lock,
+        and hold the new one (if any), by then.  A queued continuation moves
+        behind the entries already ready for its new ``{wq, lock, ci}``.
+
+        Raises:
+            MutexError: the continuation has no lock and ``lock`` is not None
+                (the seed's assertion failure), or the caller does not hold
+                the current lock.
+            TypeError: ``lock`` is neither a Mutex nor None.
+            DestroyedError: the continuation was destroyed.
+        """
+        if lock is not None and not isinstance(lock, Mutex):
+            raise TypeError(f"lock must be a kcont.Mutex or None, not {type(lock).__name__}")
+        rt = self._wq.rt
+        with rt._lock:
+            old = self._lock
+            if old is None:
+                if lock is not None:
+                    raise MutexError(
+                        f"{self!r} was created without a lock and cannot be given one "
+                        "(the seed makes this an assertion failure)"
+                    )
+                if self._flags & DESTROYED:
+                    raise DestroyedError(f"{self!r} was destroyed")
+                return None
+            self._check_settable_locked("setmutex")
+            self._lock = lock
+            if self._runner == _get_ident():
+                self._release = lock
+            if self._flags & QUEUED and lock is not old:
+                rq = self._rq
+                rq.remove_locked(self)
+                rq.enqueue_locked(self)
+                rq.scheduled -= 1  # a move, not a new scheduling
+                rt._kick(rq)
+            return old
+
+    def _check_settable_locked(self, what: str) -> None:
+        if self._flags & DESTROYED:
+            raise DestroyedError(f"{what}: {self!r} was destroyed")
+        lock = self._lock
+        if lock is not None and not lock.owned():
+            raise MutexError(f"{what}: the caller must hold {lock!r}, the lock of {self!r}")
+
+    def __repr__(self) -> str:
+        label = self.name or getattr(self._func, "__qualname__", None) or repr(self._func)
+        return f"<kcont.Continuation {label} {flag_names(self._flags)} on {self._wq.name}>"
+
+
+def _destroyed_func(arg: object, kc: Continuation[Any]) -> None:
+    raise DestroyedError(f"{kc!r} was destroyed")  # never dispatched: stop dequeued it
+
+
+def _check_ticks(nticks: object) -> int:
+    if isinstance(nticks, int) and not isinstance(nticks, bool):
+        return int(nticks)
+    raise TypeError(f"nticks must be an int, not {type(nticks).__name__}")
+
+
+# -- invocation (called by the dispatch function only) ----------------------
+
+
+def begin_locked(kc: Continuation[Any]) -> None:
+    """QUEUED -> RUNNING; the lock (if any) was taken by the run queue."""
+    kc._flags = (kc._flags & ~QUEUED) | RUNNING
+    kc._runner = _get_ident()
+    kc._release = kc._lock
+
+
+def end_locked(kc: Continuation[Any], nsched: int) -> None:
+    """The function returned (or raised): clear RUNNING, and INVOKING unless
+    the function scheduled the continuation again."""
+    flags = kc._flags & ~RUNNING
+    if kc._nsched == nsched:
+        flags &= ~INVOKING
+    kc._flags = flags
+    kc._runner = None
+    kc._release = None
+    rt = kc._wq.rt
+    if rt._run_waiters:
+        waiters = rt._run_waiters.pop(kc, None)
+        if waiters:
+            for rq, key in waiters:
+                if rq.wake_locked(key):
+                    rt._kick(rq)
+    if rt._halting and kc in rt._halting:
+        kc._stop_locked()  # a halt waits: no new invocation may slip in
+    if flags & DESTROYED and not flags & DETACHED:
+        kc._detach_locked()
+    if rt._ended_waiters:
+        rt._notify_ended_locked()
+
+
+def expire_locked(kc: Continuation[Any], now: int) -> None:
+    """Timer expiry: PENDING -> EXPIRED|INVOKING|QUEUED, in expiry order."""
+    kc._flags = (kc._flags & ~PENDING) | EXPIRED | INVOKING | QUEUED
+    rq = kc._rq
+    late = now - kc._deadline
+    if late > 0:
+        rq.late += 1
+        rq.late_ticks += late
+    rq.enqueue_locked(kc)
+
+
+def refusal_errno(code: int) -> int:
+    """The seed's errno for a refusal code (ShutdownError has none: it raises)."""
+    return _REFUSAL_ERRNO[code]

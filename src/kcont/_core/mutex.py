@@ -1,0 +1,135 @@
+"""kcont.Mutex: an owner-tracking, non-recursive lock that wakes parked sub-queues.
+
+What it owns
+    The lock a continuation is associated with (the seed's ``kmutex_t``).  A
+    continuation's lock is taken by the dispatcher before its function runs and
+    released after it returns.  The dispatcher never blocks on it: when the
+    lock is busy, the continuation's ``{wq, lock, ci}`` sub-queue is *parked*
+    and registers a waiter here; :meth:`Mutex.release` wakes the waiters, so
+    nothing polls.
+
+Invariants
+    * ``_owner`` is the ``threading.get_ident()`` of the holder, or ``None``.
+      Only the holder writes its own ident and clears it, so a racy read of
+      ``_owner`` can never claim ownership falsely.
+    * A waiter is registered only after a ``try`` of the lock failed under
+      ``_wlock``, and release takes ``_wlock`` after unlocking: a release can
+      therefore never slip between the failed try and the registration (no
+      lost wake-up), without relying on the GIL.
+
+Locking
+    ``_lock``  the mutual exclusion itself (a ``threading.Lock``).
+    ``_wlock`` W: guards ``_waiters``.
+    Lock order: a runtime's state lock may be held when ``_wlock`` is taken
+    (the dispatcher parks under it); waiters are *called* with no lock held,
+    because a waiter takes the runtime's state lock.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from types import TracebackType
+from typing import Any
+
+from ..errors import MutexError
+
+_get_ident = threading.get_ident
+
+# A waiter is called as ``waiter(arg)`` once, after the mutex is next released.
+Waiter = tuple[Callable[[Any], None], Any]
+
+
+class Mutex:
+    """A non-recursive mutual-exclusion lock that knows its owner.
+
+    Use it as a ``threading.Lock``::
+
+        m = kcont.Mutex("flow table")
+        with m:
+            ...
+
+    It is the only lock type a continuation accepts, because the seed's rules
+    ("``kcont_setarg`` must only be called when the associated lock is
+    locked") need to know *who* holds it, and because the dispatcher must be
+    told when it is released.
+
+    Context:
+        Any thread.  Releasing from a thread that does not hold it raises
+        :class:`~kcont.MutexError`; so does acquiring it again from its holder
+        (which would deadlock a plain lock).
+    """
+
+    __slots__ = ("__weakref__", "_lock", "_owner", "_waiters", "_wlock", "name")
+
+    def __init__(self, name: str | None = None) -> None:
+        self._lock = threading.Lock()
+        self._owner: int | None = None
+        self._wlock = threading.Lock()
+        self._waiters: list[Waiter] = []  # W
+        self.name = name
+
+    def acquire(self, blocking: bool = True, timeout: float = -1) -> bool:
+        """Take the lock; return True if taken (as ``threading.Lock.acquire``)."""
+        me = _get_ident()
+        if self._owner == me:
+            raise MutexError(f"{self!r} is already held by this thread (kcont.Mutex is not recursive)")
+        if self._lock.acquire(blocking, timeout):
+            self._owner = me
+            return True
+        return False
+
+    def release(self) -> None:
+        """Release the lock and wake the sub-queues parked on it."""
+        if self._owner != _get_ident():
+            raise MutexError(f"{self!r} released by a thread that does not hold it")
+        with self._wlock:
+            self._owner = None
+            self._lock.release()
+            waiters = self._waiters
+            if waiters:
+                self._waiters = []
+        for callback, arg in waiters:
+            callback(arg)
+
+    def owned(self) -> bool:
+        """True if the calling thread holds the lock."""
+        return self._owner == _get_ident()
+
+    def locked(self) -> bool:
+        """True if some thread holds the lock."""
+        return self._lock.locked()
+
+    __enter__ = acquire
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.release()
+
+    def __repr__(self) -> str:
+        label = f" {self.name!r}" if self.name else ""
+        state = "locked" if self._lock.locked() else "unlocked"
+        return f"<kcont.Mutex{label} {state} at {id(self):#x}>"
+
+    # -- dispatcher side ---------------------------------------------------
+
+    def _try_acquire(self) -> bool:
+        """Take the lock without blocking, for the calling thread."""
+        if self._lock.acquire(False):
+            self._owner = _get_ident()
+            return True
+        return False
+
+    def _try_acquire_or_wait(self, callback: Callable[[Any], None], arg: Any) -> bool:
+        """Take the lock without blocking, or register ``callback(arg)`` to be
+        called after the next release.  Returns True if the lock was taken."""
+        with self._wlock:
+            if self._lock.acquire(False):
+                self._owner = _get_ident()
+                return True
+            self._waiters.append((callback, arg))
+            return False

@@ -1,0 +1,252 @@
+"""Run queues and the ordering rules: which ready continuation starts next.
+
+What it owns
+    A :class:`RunQueue` holds the continuations of one workqueue that are
+    committed to run (QUEUED) on one CPU, or on any CPU for a shared queue.
+    This module is the one place where the seed's ordering rule lives:
+
+        "all continuations sharing the same set of {wq, lock, [ci]} need to be
+        processed in the order they were scheduled"; "if acquiring lock would
+        block, other pending kernel continuations which depend on other locks
+        may be dispatched in the meantime".
+
+Model
+    * ``fifo`` holds ready continuations in ready order (``_seq``: the order in
+      which they were enqueued, i.e. expiry tick then schedule order).  While
+      nothing is parked, dispatch is a plain FIFO.
+    * When the head cannot start, because its lock is busy or because the same
+      continuation is still RUNNING elsewhere (non-reentrancy), its sub-queue
+      (key: its lock, or None) is *parked*: the head and every later entry with
+      the same key move to ``parked[key]``, in order, and a waiter is
+      registered (on the :class:`~kcont.Mutex`, or on the running
+      continuation).  Other keys keep running.
+    * The waiter moves ``parked[key]`` to ``woken[key]``.  Woken sub-queues hold
+      older entries than ``fifo``; the next start is the oldest head among
+      ``fifo`` and the woken sub-queues, so ready order is kept within every
+      key and, when nothing waits, across keys too.
+
+Invariants (state lock held)
+    * A key is in at most one of ``parked`` and ``woken``; their deques are
+      never empty.
+    * Every entry of ``parked[k]``/``woken[k]`` is older than every entry of
+      ``fifo`` with key ``k``.
+    * ``depth`` is the number of entries in ``fifo``, ``parked`` and ``woken``.
+
+Locking
+    S: every field is guarded by the owning runtime's state lock
+    (``Runtime._lock``); functions named ``*_locked`` require it.  A lock try
+    (``Mutex._try_acquire*``) is made under it; lock order is state lock ->
+    ``Mutex._wlock``.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from typing import TYPE_CHECKING, Any
+
+from .flags import RUNNING
+
+if TYPE_CHECKING:
+    from .continuation import Continuation
+    from .runtime import CPU, RuntimeCore
+    from .workqueue import Workqueue
+
+# Counters kept per run queue (per workqueue and CPU), in the spirit of
+# NetBSD's evcnt(9) and Linux's wq_monitor.py.  Summed per queue and per CPU
+# by Runtime.stats().
+COUNTERS = (
+    "scheduled",  # invocations committed (immediate schedules and expiries)
+    "armed",  # timer arms and re-arms (schedule with nticks > 0)
+    "invoked",  # functions called
+    "ebusy",  # schedules refused because the continuation was INVOKING
+    "stopped",  # stops that prevented an invocation (disarmed or dequeued)
+    "lock_waits",  # times a sub-queue parked on a busy lock
+    "reentry_waits",  # times a sub-queue waited for the same continuation to finish
+    "late",  # timers that expired after their deadline tick
+    "late_ticks",  # sum of how late, in ticks
+    "exceptions",  # functions that raised
+    "depth_hwm",  # highest number of queued entries seen
+    "func_ns",  # time spent in functions, in nanoseconds
+)
+
+
+class RunQueue:
+    """Committed continuations of one workqueue on one CPU (or shared)."""
+
+    __slots__ = (
+        "armed",
+        "cpu",
+        "depth",
+        "depth_hwm",
+        "ebusy",
+        "exceptions",
+        "fifo",
+        "func_ns",
+        "invoked",
+        "late",
+        "late_ticks",
+        "lock_waits",
+        "parked",
+        "pri",
+        "reentry_waits",
+        "rt",
+        "scheduled",
+        "stopped",
+        "woken",
+        "wq",
+    )
+
+    def __init__(self, rt: RuntimeCore, wq: Workqueue, cpu: CPU | None) -> None:
+        self.rt = rt
+        self.wq = wq
+        self.cpu = cpu  # None: shared by every CPU
+        self.pri = wq.pri
+        self.fifo: deque[Continuation[Any]] = deque()
+        self.parked: dict[Any, deque[Continuation[Any]]] = {}
+        self.woken: dict[Any, deque[Continuation[Any]]] = {}
+        self.depth = 0
+        # Counters (see COUNTERS), all S.
+        self.scheduled = 0
+        self.armed = 0
+        self.invoked = 0
+        self.ebusy = 0
+        self.stopped = 0
+        self.lock_waits = 0
+        self.reentry_waits = 0
+        self.late = 0
+        self.late_ticks = 0
+        self.exceptions = 0
+        self.depth_hwm = 0
+        self.func_ns = 0
+
+    def __repr__(self) -> str:
+        where = "shared" if self.cpu is None else f"cpu{self.cpu.index}"
+        return f"<RunQueue {self.wq.name} {where} depth={self.depth}>"
+
+    def has_work(self) -> bool:
+        return bool(self.fifo or self.woken)
+
+    # -- enqueue / dequeue -------------------------------------------------
+
+    def enqueue_locked(self, kc: Continuation[Any]) -> None:
+        """Append ``kc`` (flags already set by the state machine) in ready order."""
+        rt = self.rt
+        rt._seq += 1
+        kc._seq = rt._seq
+        self.fifo.append(kc)
+        self.scheduled += 1
+        depth = self.depth = self.depth + 1
+        if depth > self.depth_hwm:
+            self.depth_hwm = depth
+
+    def remove_locked(self, kc: Continuation[Any]) -> None:
+        """Take a queued ``kc`` out before it started (stop, replace)."""
+        try:
+            self.fifo.remove(kc)
+        except ValueError:
+            if not (_remove_from(self.parked, kc) or _remove_from(self.woken, kc)):
+                raise AssertionError(f"{kc!r} is QUEUED but not on {self!r}") from None
+        self.depth -= 1
+
+    def take_locked(self) -> Continuation[Any] | None:
+        """Remove and return the next continuation that can start now, with
+        its lock (if any) taken for the calling thread; or None.
+
+        Continuations that cannot start are parked by key (see module doc).
+        """
+        fifo = self.fifo
+        if not (self.parked or self.woken):
+            # Fast path: nothing waits, so ready order is plain FIFO.
+            if not fifo:
+                return None
+            kc = fifo[0]
+            lock = kc._lock
+            if not (kc._flags & RUNNING or (lock is not None and not lock._try_acquire())):
+                fifo.popleft()
+                self.depth -= 1
+                return kc
+        return self._take_slow_locked()
+
+    def _take_slow_locked(self) -> Continuation[Any] | None:
+        fifo = self.fifo
+        parked = self.parked
+        woken = self.woken
+        while True:
+            kc = fifo[0] if fifo else None
+            source: Any = _FIFO
+            for key, sub in woken.items():
+                if kc is None or sub[0]._seq < kc._seq:
+                    kc = sub[0]
+                    source = key
+            if kc is None:
+                return None
+            key = kc._lock
+            if source is _FIFO:
+                fifo.popleft()
+                waiting = parked.get(key)
+                if waiting is not None:
+                    # An older entry of the same {wq, lock, ci} waits: queue behind it.
+                    waiting.append(kc)
+                    continue
+                if self._blocked_locked(kc):
+                    parked[key] = deque((kc,))
+                    continue
+            else:
+                sub = woken[source]
+                if self._blocked_locked(kc):
+                    del woken[source]
+                    parked[source] = sub
+                    continue
+                sub.popleft()
+                if not sub:
+                    del woken[source]
+            self.depth -= 1
+            return kc
+
+    def _blocked_locked(self, kc: Continuation[Any]) -> bool:
+        """False if ``kc`` can start now (its lock, if any, is then taken);
+        True if its sub-queue must park (a waiter is then registered)."""
+        rt = self.rt
+        lock = kc._lock
+        if kc._flags & RUNNING:
+            # Never two invocations at once: wait for the running one to end.
+            self.reentry_waits += 1
+            rt._run_waiters.setdefault(kc, []).append((self, lock))
+        elif lock is None or lock._try_acquire():
+            return False
+        elif lock._try_acquire_or_wait(rt._wake_parked, (self, lock)):
+            # Released since the first try; the second try, under the
+            # mutex's waiter lock, cannot miss a release.
+            return False
+        else:
+            self.lock_waits += 1
+        if rt._trace is not None:
+            rt._record("park", kc, self.cpu)
+        return True
+
+    def wake_locked(self, key: Any) -> bool:
+        """The blocker of ``parked[key]`` went away: make it runnable again."""
+        sub = self.parked.pop(key, None)
+        if sub is None:
+            return False
+        self.woken[key] = sub
+        return True
+
+
+# Marks "the head came from fifo" (None is a valid sub-queue key).
+_FIFO = object()
+
+
+def _remove_from(subs: dict[Any, deque[Continuation[Any]]], kc: Continuation[Any]) -> bool:
+    for key, sub in subs.items():
+        try:
+            sub.remove(kc)
+        except ValueError:
+            continue
+        if not sub:
+            del subs[key]
+        return True
+    return False
+
+
+__all__ = ["COUNTERS", "RunQueue"]

@@ -1,0 +1,480 @@
+"""What every runtime shares: the state lock, CPUs, the clock interface, the
+timer wheel, the workqueue registry, statistics and "current" lookups.
+
+What it owns
+    :class:`RuntimeCore` is the base of :class:`kcont.SimRuntime` and
+    :class:`kcont.Runtime`.  A concrete runtime only supplies how time is read
+    (:meth:`RuntimeCore._now`), how a CPU is told it has work
+    (:meth:`RuntimeCore._kick`), how the timer is told of an earlier deadline
+    (:meth:`RuntimeCore._kick_timer`) and how a thread waits for an invocation
+    to end (:meth:`RuntimeCore._wait_ended_locked`).  Everything else, the
+    state machine, the ordering rules and the dispatch function, is shared.
+
+Current CPU and runtime
+    A thread is "on" a CPU while it runs a continuation (the dispatch function
+    sets it), while it is bound with ``with bind_cpu(ci):``, or else on CPU 0
+    of the runtime concerned.  :func:`current_runtime` is, in order: the
+    runtime of the thread's current CPU; the innermost runtime the thread
+    entered with ``with rt:``; the runtime most recently entered by any thread
+    and not yet exited.
+
+Locking
+    ``_lock`` (S, "the state lock") guards every mutable field of the runtime
+    and of its continuations, run queues, workqueues and timer wheel.  It is
+    never held while a continuation's function, an exception handler or a
+    mutex waiter runs.  Lock order: S -> ``Mutex._wlock``.  ``_registry_lock``
+    guards the process-wide list of entered runtimes (taken alone).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import itertools
+import logging
+import threading
+from collections.abc import Callable, Iterator
+from contextvars import Context
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from ..errors import InvalidArgumentError, NoRuntimeError, ShutdownError
+from .flags import DESTROYED, PENDING, QUEUED
+from .runqueue import COUNTERS
+from .timerwheel import TimerWheel
+from .workqueue import (
+    BAND_NAMES,
+    BAND_SOFT,
+    BAND_THREAD,
+    PREDEFINED,
+    WQ_PERCPU,
+    Workqueue,
+    check_pri,
+    check_wq_flags,
+)
+
+if TYPE_CHECKING:
+    from .continuation import Continuation
+    from .runqueue import RunQueue
+
+logger = logging.getLogger("kcont")
+
+ExceptionHandler = Callable[["Continuation[Any]", BaseException], None]
+
+
+class _ThreadState(threading.local):
+    cpu: CPU | None = None  # the CPU this thread runs on (dispatch or bind_cpu)
+    entered: list[RuntimeCore] | None = None  # runtimes entered with `with`
+
+
+_tls = _ThreadState()
+
+_registry_lock = threading.Lock()
+_entered: list[RuntimeCore] = []  # process-wide, most recent last
+_runtime_ids = itertools.count(1)
+
+
+class CPU:
+    """A virtual CPU of a runtime: the seed's ``struct cpu_info *ci``.
+
+    ``rqs[band]`` lists the run queues this CPU serves in that band (its own
+    per-CPU queues and the shared queues), highest priority first.
+    """
+
+    __slots__ = ("__weakref__", "index", "rqs", "rt")
+
+    def __init__(self, rt: RuntimeCore, index: int) -> None:
+        self.rt = rt
+        self.index = index
+        self.rqs: tuple[list[RunQueue], list[RunQueue]] = ([], [])
+
+    @property
+    def runtime(self) -> RuntimeCore:
+        return self.rt
+
+    def __repr__(self) -> str:
+        return f"<kcont.CPU {self.index} of {self.rt.name}>"
+
+
+class RuntimeCore:
+    """Shared state and behaviour of every runtime (see module docstring)."""
+
+    def __init__(self, ncpu: int, hz: int, name: str | None = None) -> None:
+        if not isinstance(ncpu, int) or isinstance(ncpu, bool):
+            raise TypeError(f"ncpu must be an int, not {type(ncpu).__name__}")
+        if ncpu < 1:
+            raise InvalidArgumentError(f"ncpu must be >= 1, not {ncpu}")
+        if not isinstance(hz, int) or isinstance(hz, bool):
+            raise TypeError(f"hz must be an int, not {type(hz).__name__}")
+        if hz < 1:
+            raise InvalidArgumentError(f"hz must be >= 1, not {hz}")
+        self.name = name or f"{type(self).__name__.lower()}{next(_runtime_ids)}"
+        self.hz = hz
+        self._lock = threading.Lock()
+        self.cpus: tuple[CPU, ...] = tuple(CPU(self, i) for i in range(ncpu))
+        self._wheel = TimerWheel()
+        self._seq = 0  # S: ready order of enqueued entries
+        self._created = 0  # S: continuations created
+        self._closed = False  # S: no new continuation or scheduling
+        self._ctx_cache: Context | None = None  # S: see Continuation._schedule
+        self._trace: list[Any] | None = None
+        # S: run queues parked until a given continuation stops RUNNING.
+        self._run_waiters: dict[Continuation[Any], list[tuple[RunQueue, Any]]] = {}
+        # S: continuations some thread halts: stopped again whenever a run ends.
+        self._halting: dict[Continuation[Any], int] = {}
+        self._ended_waiters = 0  # S: threads waiting for an invocation to end
+        self._timer_wake = 1 << 62  # S: tick the timer will next look at
+        self._wq_order = itertools.count()
+        self._acquired: dict[tuple[int, int], Workqueue] = {}  # S
+        self._workqueues: list[Workqueue] = []  # S: every live queue
+        self._predefined: tuple[Workqueue, ...] = tuple(
+            self._add_workqueue_locked(p.name, p.pri, WQ_PERCPU, predefined=True) for p in PREDEFINED
+        )
+        self._failed = 0  # S: functions that raised
+        self.exception_handler: ExceptionHandler = self.default_exception_handler
+
+    # -- what a concrete runtime provides ----------------------------------
+
+    def _now(self) -> int:
+        """The current tick.  Called with the state lock held."""
+        raise NotImplementedError
+
+    def _kick(self, rq: RunQueue) -> None:
+        """``rq`` has new work.  Called with the state lock held."""
+
+    def _kick_timer(self, deadline: int) -> None:
+        """A deadline earlier than ``_timer_wake`` was armed (state lock held)."""
+
+    def _wait_ended_locked(self, kc: Continuation[Any], timeout: float | None) -> None:
+        """Wait, releasing the state lock, until ``kc`` is not RUNNING."""
+        raise NotImplementedError
+
+    def _notify_ended_locked(self) -> None:
+        """An invocation ended and ``_ended_waiters`` is non-zero."""
+
+    def _wake_parked(self, waiter: tuple[RunQueue, Any]) -> None:
+        """Mutex waiter: the lock a sub-queue parked on was released.
+        Called with no lock held (from ``Mutex.release``)."""
+        rq, key = waiter
+        with self._lock:
+            if rq.wake_locked(key):
+                self._kick(rq)
+
+    # -- context manager and current runtime --------------------------------
+
+    def __enter__(self) -> Any:
+        entered = _tls.entered
+        if entered is None:
+            entered = _tls.entered = []
+        entered.append(self)
+        with _registry_lock:
+            _entered.append(self)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        entered = _tls.entered
+        if entered and self in entered:
+            # remove the innermost occurrence
+            del entered[len(entered) - 1 - entered[::-1].index(self)]
+        with _registry_lock, contextlib.suppress(ValueError):
+            _entered.reverse()
+            _entered.remove(self)
+            _entered.reverse()
+
+    # -- workqueues --------------------------------------------------------
+
+    def _add_workqueue_locked(self, name: str, pri: int, flags: int, *, predefined: bool) -> Workqueue:
+        wq = Workqueue(self, name, pri, flags, predefined=predefined, order=next(self._wq_order))
+        self._workqueues.append(wq)
+        for i, cpu in enumerate(self.cpus):
+            band_list = cpu.rqs[wq.band]
+            band_list.append(wq.rqs[i])
+            band_list.sort(key=lambda rq: (-rq.pri, rq.wq.order))
+        return wq
+
+    def workqueue(self, pri: int, *, percpu: bool = False) -> Workqueue:
+        """Acquire the queue at priority ``pri`` (Pythonic form of
+        ``kcont_workqueue_acquire``).  The same ``(pri, percpu)`` returns the
+        same queue; release it with ``wq.release()`` or ``with``."""
+        return self.acquire_workqueue(pri, WQ_PERCPU if percpu else 0)
+
+    def acquire_workqueue(self, pri: int, flags: int = 0) -> Workqueue:
+        """``kcont_workqueue_acquire(pri, flags)`` for this runtime."""
+        pri = check_pri(pri)
+        flags = check_wq_flags(flags)
+        with self._lock:
+            if self._closed:
+                raise ShutdownError(f"{self!r} is shut down")
+            wq = self._acquired.get((pri, flags))
+            if wq is None:
+                kind = "percpu" if flags & WQ_PERCPU else "shared"
+                wq = self._add_workqueue_locked(f"wq{pri}{kind}", pri, flags, predefined=False)
+                self._acquired[(pri, flags)] = wq
+            wq.acquired += 1
+            return wq
+
+    def _release_workqueue(self, wq: Workqueue) -> int:
+        """``kcont_workqueue_release``: 0, EBUSY or EINVAL."""
+        if not isinstance(wq, Workqueue):
+            raise TypeError(f"expected a kcont workqueue, not {type(wq).__name__}")
+        with self._lock:
+            if wq.predefined or wq.freed or wq.acquired <= 0 or wq.rt is not self:
+                return errno.EINVAL
+            if wq.acquired == 1:
+                if wq.bound:
+                    return errno.EBUSY
+                self._free_workqueue_locked(wq)
+            wq.acquired -= 1
+            return 0
+
+    def _free_workqueue_locked(self, wq: Workqueue) -> None:
+        wq.freed = True
+        del self._acquired[(wq.pri, wq.flags)]
+        self._workqueues.remove(wq)
+        for i, cpu in enumerate(self.cpus):
+            cpu.rqs[wq.band].remove(wq.rqs[i])
+
+    @property
+    def workqueues(self) -> tuple[Workqueue, ...]:
+        """Every live queue, predefined ones first."""
+        with self._lock:
+            return tuple(self._workqueues)
+
+    def predefined(self, name: str) -> Workqueue:
+        """This runtime's predefined queue called ``name`` (e.g. ``'wq_softnet'``)."""
+        for wq in self._predefined:
+            if wq.name == name:
+                return wq
+        raise KeyError(name)
+
+    # -- continuations -----------------------------------------------------
+
+    def continuation(
+        self,
+        wq: Any,
+        func: Callable[[Any, Continuation[Any]], object],
+        arg: Any = None,
+        *,
+        lock: Any = None,
+        name: str | None = None,
+    ) -> Continuation[Any]:
+        """Create a continuation on ``wq`` (a queue of this runtime or a
+        predefined handle, resolved here rather than in the current runtime)."""
+        from .continuation import Continuation
+        from .workqueue import PredefinedQueue
+
+        if isinstance(wq, PredefinedQueue):
+            wq = wq.resolve(self)
+        elif isinstance(wq, Workqueue) and wq.rt is not self:
+            raise InvalidArgumentError(f"{wq!r} belongs to another runtime than {self!r}")
+        return Continuation(wq, func, arg, lock=lock, name=name)
+
+    # -- exceptions ----------------------------------------------------------
+
+    def default_exception_handler(self, kc: Continuation[Any], exc: BaseException) -> None:
+        """Log the exception with its traceback on the ``kcont`` logger."""
+        logger.error("exception in %r on %s", kc, self.name, exc_info=exc)
+
+    def _report_exception(self, kc: Continuation[Any], exc: BaseException) -> None:
+        """Hand ``exc`` (raised by ``kc``'s function) to the exception handler.
+        Never raises: a failing handler is logged."""
+        try:
+            self.exception_handler(kc, exc)
+        except Exception:
+            logger.exception("kcont exception handler %r failed", self.exception_handler)
+
+    # -- trace -------------------------------------------------------------
+
+    def _record(self, event: str, kc: Continuation[Any] | None, cpu: CPU | None, detail: Any = None) -> None:
+        """Append a trace event (state lock held, ``_trace`` not None)."""
+        trace = self._trace
+        if trace is not None:
+            trace.append((self._now(), event, label_of(kc), None if cpu is None else cpu.index, detail))
+
+    # -- statistics ----------------------------------------------------------
+
+    def stats(self) -> dict[str, Any]:
+        """Counters per queue, per CPU and in total (a snapshot).
+
+        Per queue and per CPU: ``scheduled``, ``armed``, ``invoked``,
+        ``ebusy``, ``stopped``, ``lock_waits``, ``reentry_waits``, ``late``,
+        ``late_ticks``, ``exceptions``, ``depth`` (now), ``depth_hwm`` and
+        ``func_ns``.
+        """
+        with self._lock:
+            queues: dict[str, dict[str, int]] = {}
+            cpus = [dict.fromkeys((*COUNTERS, "depth"), 0) for _ in self.cpus]
+            for wq in self._workqueues:
+                q = queues[wq.name] = dict.fromkeys((*COUNTERS, "depth"), 0)
+                for rq in wq.unique_rqs():
+                    for name in (*COUNTERS, "depth"):
+                        value = getattr(rq, name)
+                        if name == "depth_hwm":
+                            q[name] = max(q[name], value)
+                        else:
+                            q[name] += value
+                        if rq.cpu is not None:
+                            c = cpus[rq.cpu.index]
+                            c[name] = max(c[name], value) if name == "depth_hwm" else c[name] + value
+                q["pri"] = wq.pri
+                q["percpu"] = int(wq.percpu)
+                q["bound"] = wq.bound
+            totals = dict.fromkeys((*COUNTERS, "depth"), 0)
+            for q in queues.values():
+                for name in totals:
+                    totals[name] = (
+                        max(totals[name], q[name]) if name == "depth_hwm" else totals[name] + q[name]
+                    )
+            return {
+                "runtime": self.name,
+                "ticks": self._now(),
+                "hz": self.hz,
+                "ncpu": len(self.cpus),
+                "continuations_created": self._created,
+                "pending_timers": len(self._wheel),
+                "queues": queues,
+                "cpus": cpus,
+                "totals": totals,
+            }
+
+    # -- shutdown helpers ----------------------------------------------------
+
+    def _account(self, *, pending: int, cancelled: int, unfinished: int) -> ShutdownAccount:
+        with self._lock:
+            ran = sum(rq.invoked for wq in self._workqueues for rq in wq.unique_rqs())
+            return ShutdownAccount(
+                ran=ran, failed=self._failed, cancelled=cancelled, pending=pending, unfinished=unfinished
+            )
+
+    def _close_locked(self, cancel: bool) -> tuple[int, int]:
+        """Refuse new work; stop every pending timer and, if ``cancel``, every
+        queued invocation.  Returns (timers stopped, invocations cancelled)."""
+        self._closed = True
+        pending = list(self._wheel)
+        for kc in pending:
+            kc._stop_locked()
+        cancelled = 0
+        if cancel:
+            for wq in self._workqueues:
+                for rq in wq.unique_rqs():
+                    for kc in _queued_entries(rq):
+                        kc._stop_locked()
+                        cancelled += 1
+        return len(pending), cancelled
+
+    def _has_work_locked(self) -> bool:
+        return any(rq.depth for wq in self._workqueues for rq in wq.unique_rqs())
+
+    def pending_dump(self) -> list[dict[str, Any]]:
+        """What is armed or queued now, like ``/proc/timer_list``: one entry per
+        continuation with its name, queue, CPU, state and deadline."""
+        with self._lock:
+            rows = []
+            now = self._now()
+            for kc in self._wheel:
+                rows.append(_describe(kc, now))
+            for wq in self._workqueues:
+                for rq in wq.unique_rqs():
+                    rows.extend(_describe(kc, now) for kc in _queued_entries(rq))
+            return rows
+
+
+@dataclass(frozen=True)
+class ShutdownAccount:
+    """What ``shutdown()`` found and did.
+
+    Attributes:
+        ran: invocations over the runtime's life (including those that raised).
+        failed: invocations whose function raised.
+        cancelled: committed invocations cancelled by ``shutdown(cancel=True)``.
+        pending: armed timers stopped by the shutdown (they never fired).
+        unfinished: invocations still running when shutdown stopped waiting.
+    """
+
+    ran: int
+    failed: int
+    cancelled: int
+    pending: int
+    unfinished: int
+
+
+def label_of(kc: Continuation[Any] | None) -> str:
+    """A continuation's name, or its function's qualified name."""
+    if kc is None:
+        return ""
+    return kc.name or getattr(kc._func, "__qualname__", None) or repr(kc._func)
+
+
+def _queued_entries(rq: RunQueue) -> list[Continuation[Any]]:
+    entries = list(rq.fifo)
+    for sub in (*rq.parked.values(), *rq.woken.values()):
+        entries.extend(sub)
+    return entries
+
+
+def _describe(kc: Continuation[Any], now: int) -> dict[str, Any]:
+    return {
+        "continuation": repr(kc),
+        "queue": kc._wq.name,
+        "cpu": None if kc._rq.cpu is None else kc._rq.cpu.index,
+        "flags": kc.flags,
+        "deadline": kc._deadline if kc._flags & PENDING else None,
+        "in_ticks": kc._deadline - now if kc._flags & PENDING else None,
+        "queued": bool(kc._flags & QUEUED),
+        "destroyed": bool(kc._flags & DESTROYED),
+    }
+
+
+def current_runtime() -> Any:
+    """The runtime the calling thread works with (see module docstring).
+
+    Raises:
+        NoRuntimeError: none is current.
+    """
+    cpu = _tls.cpu
+    if cpu is not None:
+        return cpu.rt
+    entered = _tls.entered
+    if entered:
+        return entered[-1]
+    with _registry_lock:
+        if _entered:
+            return _entered[-1]
+    raise NoRuntimeError("no kcont runtime is current: use `with runtime:` or pass a runtime's workqueue")
+
+
+def curcpu() -> CPU:
+    """The CPU the calling thread is on: the CPU running the current
+    continuation, the CPU bound with :func:`bind_cpu`, or CPU 0 of the
+    current runtime."""
+    cpu = _tls.cpu
+    if cpu is not None:
+        return cpu
+    return current_runtime().cpus[0]  # type: ignore[no-any-return]
+
+
+@contextlib.contextmanager
+def bind_cpu(cpu: CPU) -> Iterator[CPU]:
+    """Run the body on ``cpu``, like an interrupt with that CPU's affinity:
+    ``schedule(cpu=None)`` on a per-CPU queue then targets ``cpu``."""
+    if not isinstance(cpu, CPU):
+        raise TypeError(f"bind_cpu expects a kcont CPU handle, not {type(cpu).__name__}")
+    previous = _tls.cpu
+    _tls.cpu = cpu
+    try:
+        yield cpu
+    finally:
+        _tls.cpu = previous
+
+
+__all__ = [
+    "BAND_NAMES",
+    "BAND_SOFT",
+    "BAND_THREAD",
+    "CPU",
+    "RuntimeCore",
+    "ShutdownAccount",
+    "bind_cpu",
+    "curcpu",
+    "current_runtime",
+]

@@ -1,0 +1,208 @@
+"""SimRuntime: virtual CPUs and virtual ticks on the calling thread.
+
+What it owns
+    A deterministic runtime for tests, teaching and prototyping.  Nothing runs
+    until it is stepped: :meth:`SimRuntime.step` runs one continuation on one
+    CPU, :meth:`SimRuntime.run_until_idle` runs everything ready at the current
+    tick, :meth:`SimRuntime.advance` moves time one tick at a time and runs
+    what expires at each tick.  Which CPU steps next is round-robin, or drawn
+    from a ``random.Random(seed)``: the same seed always gives the same
+    interleaving, and so the same trace.
+
+    It shares the state machine, the ordering rules, the timer wheel and the
+    dispatch function with the threaded runtime; only time (a counter), CPU
+    choice and waiting differ.  Since everything runs on one thread, a wait
+    that another thread would end can never end here: such waits raise
+    :class:`~kcont.SimDeadlockError` instead of hanging.
+
+Locking
+    The state lock is the shared one (uncontended here).  ``_ticks``,
+    ``_rr`` and ``_stepping`` belong to the thread that steps the runtime.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Callable
+from typing import Any, NamedTuple
+
+from ._core.continuation import Continuation, expire_locked
+from ._core.dispatch import run_one
+from ._core.runtime import CPU, RuntimeCore, ShutdownAccount
+from .errors import SimDeadlockError
+
+__all__ = ["SimRuntime", "TraceEvent"]
+
+
+class TraceEvent(NamedTuple):
+    """One event of a simulated run.
+
+    ``event`` is one of ``schedule`` (detail: nticks), ``expire``, ``park``,
+    ``start``, ``end``, ``raise`` (detail: the exception), ``stop``,
+    ``destroy``.  ``name`` is the continuation's name (or its function's
+    qualified name); ``cpu`` is the CPU index, None for a shared queue.
+    """
+
+    tick: int
+    event: str
+    name: str
+    cpu: int | None
+    detail: Any = None
+
+
+class SimRuntime(RuntimeCore):
+    """A deterministic runtime with ``ncpu`` virtual CPUs and virtual ticks.
+
+    Args:
+        ncpu: number of virtual CPUs.
+        hz: virtual ticks per virtual second (only reported; time advances
+            when :meth:`advance` is called).
+        seed: None for round-robin CPU choice, or a seed for a reproducible
+            pseudo-random choice.
+        trace: record a trace of events (see :class:`TraceEvent`).
+        reraise: re-raise an exception of a continuation's function out of
+            ``step``/``run_until_idle``/``advance`` (after counting it), so
+            tests fail loudly.  Exceptions that are not ``Exception`` (such as
+            ``KeyboardInterrupt``) are always re-raised.
+    """
+
+    def __init__(
+        self,
+        ncpu: int = 2,
+        hz: int = 100,
+        seed: int | None = None,
+        *,
+        trace: bool = False,
+        reraise: bool = False,
+        name: str | None = None,
+    ) -> None:
+        super().__init__(ncpu, hz, name)
+        self._ticks = 0
+        self._rng = random.Random(seed) if seed is not None else None
+        self.seed = seed
+        self._rr = 0
+        self._stepping = False
+        self.reraise = reraise
+        if trace:
+            self._trace = []
+
+    def __repr__(self) -> str:
+        return f"<kcont.SimRuntime {self.name} ncpu={len(self.cpus)} tick={self._ticks}>"
+
+    # -- runtime interface ---------------------------------------------------
+
+    def _now(self) -> int:
+        return self._ticks
+
+    def _wait_ended_locked(self, kc: Continuation[Any], timeout: float | None) -> None:
+        raise SimDeadlockError(
+            f"waiting for {kc!r} to finish can never end on the simulated runtime's single thread"
+        )
+
+    def _report_exception(self, kc: Continuation[Any], exc: BaseException) -> None:
+        if self.reraise or not isinstance(exc, Exception):
+            raise exc
+        super()._report_exception(kc, exc)
+
+    # -- time and stepping ---------------------------------------------------
+
+    @property
+    def ticks(self) -> int:
+        """The current virtual tick."""
+        return self._ticks
+
+    def step(self, cpu: CPU | None = None) -> Continuation[Any] | None:
+        """Run one ready continuation, on ``cpu`` or on the next CPU (round
+        robin, or drawn from the seed) that has one.  Returns it, or None if
+        no CPU could start anything.
+
+        Raises:
+            SimDeadlockError: called from inside a continuation's function.
+        """
+        if self._stepping:
+            raise SimDeadlockError("the simulated runtime cannot be stepped from inside a continuation")
+        cpus = self.cpus
+        if cpu is not None:
+            if not isinstance(cpu, CPU) or cpu.rt is not self:
+                raise TypeError(f"{cpu!r} is not a CPU of {self!r}")
+            order: tuple[CPU, ...] = (cpu,)
+        else:
+            start = self._rng.randrange(len(cpus)) if self._rng is not None else self._rr
+            order = cpus[start:] + cpus[:start]
+        self._stepping = True
+        try:
+            for candidate in order:
+                kc = run_one(self, candidate, candidate.rqs)
+                if kc is not None:
+                    self._rr = (candidate.index + 1) % len(cpus)
+                    return kc
+            return None
+        finally:
+            self._stepping = False
+
+    def run_until_idle(self, max_steps: int = 1_000_000) -> int:
+        """Run every continuation that can start at the current tick (including
+        those they schedule with ``nticks=0``).  Returns how many ran.
+
+        Raises:
+            SimDeadlockError: more than ``max_steps`` ran (a continuation that
+                re-schedules itself forever).
+        """
+        ran = 0
+        while self.step() is not None:
+            ran += 1
+            if ran >= max_steps:
+                raise SimDeadlockError(f"still busy after {max_steps} steps at tick {self._ticks}")
+        return ran
+
+    def advance(self, nticks: int = 1) -> int:
+        """Run what is ready, then move time ``nticks`` ticks forward one at a
+        time, running what expires at each tick.  Returns how many ran."""
+        if not isinstance(nticks, int) or nticks < 0:
+            raise ValueError(f"nticks must be an int >= 0, not {nticks!r}")
+        ran = self.run_until_idle()
+        expired: list[Continuation[Any]] = []
+        for _ in range(nticks):
+            with self._lock:
+                self._ticks += 1
+                self._wheel.expire_until(self._ticks, expired)
+                for kc in expired:
+                    expire_locked(kc, self._ticks)
+                    if self._trace is not None:
+                        self._record("expire", kc, kc._rq.cpu)
+            expired.clear()
+            ran += self.run_until_idle()
+        return ran
+
+    def next_deadline(self) -> int | None:
+        """The earliest tick a timer is armed for (or a lower bound of it), or None."""
+        with self._lock:
+            return self._wheel.next_deadline()
+
+    def run_until(self, predicate: Callable[[], bool], max_ticks: int = 1_000_000) -> int:
+        """Advance tick by tick until ``predicate()`` is true; return the tick."""
+        self.run_until_idle()
+        for _ in range(max_ticks):
+            if predicate():
+                return self._ticks
+            self.advance(1)
+        raise SimDeadlockError(f"predicate still false after {max_ticks} ticks")
+
+    # -- trace -----------------------------------------------------------------
+
+    @property
+    def trace(self) -> list[TraceEvent]:
+        """The recorded events (empty unless created with ``trace=True``)."""
+        if self._trace is None:
+            return []
+        return [TraceEvent(tick, event, name, cpu, detail) for tick, event, name, cpu, detail in self._trace]
+
+    # -- shutdown --------------------------------------------------------------
+
+    def shutdown(self, *, cancel: bool = False) -> ShutdownAccount:
+        """Refuse new work, stop pending timers, run (or with ``cancel``,
+        cancel) committed invocations, and account for everything."""
+        with self._lock:
+            pending, cancelled = self._close_locked(cancel)
+        self.run_until_idle()
+        return self._account(pending=pending, cancelled=cancelled, unfinished=0)

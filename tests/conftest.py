@@ -1,0 +1,79 @@
+"""Shared fixtures.
+
+``rt`` is a simulated runtime (exact virtual time), entered as the current
+runtime for the duration of the test.  ``driver`` wraps a runtime behind the
+few operations the runtime-independent semantics tests need, so that the same
+test runs on every runtime: see :class:`Driver`.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+import kcont
+
+# Stress tests and long explorations read their budget from the environment,
+# so CI can shorten them.
+STRESS_SECONDS = float(os.environ.get("KCONT_STRESS_SECONDS", "5"))
+
+
+class Driver:
+    """Runtime-independent test driver.
+
+    * ``settle()``: run everything that can run now, and return when nothing
+      is queued or running (the simulator runs it; a threaded runtime is
+      waited for, with a bounded timeout).
+    * ``advance(n)``: let ``n`` ticks pass, running what expires, then settle.
+    * ``exact_time``: True if ticks are virtual (assertions on exact ticks
+      are allowed).
+    """
+
+    def __init__(self, rt: Any) -> None:
+        self.rt = rt
+        self.exact_time = isinstance(rt, kcont.SimRuntime)
+
+    @property
+    def cpus(self) -> tuple[kcont.CPU, ...]:
+        return self.rt.cpus  # type: ignore[no-any-return]
+
+    def settle(self) -> None:
+        if self.exact_time:
+            self.rt.run_until_idle()
+        else:
+            self.rt.wait_idle(timeout=10)
+
+    def advance(self, nticks: int) -> None:
+        if self.exact_time:
+            self.rt.advance(nticks)
+        else:
+            self.rt.wait_ticks(nticks, timeout=10)
+            self.rt.wait_idle(timeout=10)
+
+
+@pytest.fixture
+def rt() -> Iterator[kcont.SimRuntime]:
+    runtime = kcont.SimRuntime(ncpu=2, hz=100, reraise=True, trace=True)
+    with runtime:
+        yield runtime
+
+
+def _make_runtime(kind: str) -> Any:
+    if kind == "sim":
+        return kcont.SimRuntime(ncpu=2, hz=100, reraise=True, trace=True)
+    raise AssertionError(kind)
+
+
+RUNTIME_KINDS = ["sim"]
+
+
+@pytest.fixture(params=RUNTIME_KINDS)
+def driver(request: pytest.FixtureRequest) -> Iterator[Driver]:
+    runtime = _make_runtime(request.param)
+    with runtime:
+        yield Driver(runtime)
+    if not isinstance(runtime, kcont.SimRuntime):
+        runtime.shutdown()
