@@ -9,6 +9,7 @@ test runs on every runtime: see :class:`Driver`.
 from __future__ import annotations
 
 import os
+import threading
 from collections.abc import Iterator
 from typing import Any
 
@@ -64,16 +65,29 @@ def rt() -> Iterator[kcont.SimRuntime]:
 def _make_runtime(kind: str) -> Any:
     if kind == "sim":
         return kcont.SimRuntime(ncpu=2, hz=100, reraise=True, trace=True)
+    if kind == "threaded":
+        # hz=100 as the simulator, so tick counts mean the same wall time.
+        return kcont.Runtime(ncpu=2, hz=100)
     raise AssertionError(kind)
 
 
-RUNTIME_KINDS = ["sim"]
+RUNTIME_KINDS = ["sim", "threaded"]
 
 
 @pytest.fixture(params=RUNTIME_KINDS)
 def driver(request: pytest.FixtureRequest) -> Iterator[Driver]:
+    """A runtime of each kind, current for the test.  On the threaded
+    runtime, an exception raised by a continuation fails the test (as
+    ``reraise=True`` does on the simulator) unless the test installed its own
+    ``exception_handler``."""
     runtime = _make_runtime(request.param)
+    errors: list[BaseException] = []
+    if request.param == "threaded":
+        runtime.exception_handler = lambda kc, exc: errors.append(exc)
+    before = threading.active_count()
     with runtime:
         yield Driver(runtime)
-    if not isinstance(runtime, kcont.SimRuntime):
-        runtime.shutdown()
+    if request.param == "threaded":
+        assert threading.active_count() <= before - (2 * len(runtime.cpus) + 1), "worker threads left behind"
+    if errors:
+        raise errors[0]

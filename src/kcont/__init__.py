@@ -73,6 +73,7 @@ from .errors import (
     WorkqueueReleasedError,
 )
 from .sim import SimRuntime, TraceEvent
+from .threaded import Runtime
 
 __version__ = "0.1.0"
 
@@ -100,6 +101,7 @@ __all__ = [
     "NoPerCPUQueueError",
     "NoRuntimeError",
     "PredefinedQueue",
+    "Runtime",
     "RuntimeCore",
     "ShutdownAccount",
     "ShutdownError",

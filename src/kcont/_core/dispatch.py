@@ -63,6 +63,7 @@ def run_one(rt: RuntimeCore, cpu: CPU, bands: Sequence[list[RunQueue]]) -> Conti
         else:
             return None
         begin_locked(kc)
+        rt._running += 1
         func = kc._func
         arg = kc._arg
         ctx = kc._ctx
@@ -89,6 +90,7 @@ def run_one(rt: RuntimeCore, cpu: CPU, bands: Sequence[list[RunQueue]]) -> Conti
                 failure = exc
     with rt._lock:
         end_locked(kc, nsched)
+        rt._running -= 1
         rq.invoked += 1
         rq.func_ns += elapsed
         if failure is not None:

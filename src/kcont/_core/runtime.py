@@ -116,6 +116,7 @@ class RuntimeCore:
         self._seq = 0  # S: ready order of enqueued entries
         self._created = 0  # S: continuations created
         self._closed = False  # S: no new continuation or scheduling
+        self._running = 0  # S: invocations in progress
         self._ctx_cache: Context | None = None  # S: see Continuation._schedule
         self._trace: list[Any] | None = None
         # S: run queues parked until a given continuation stops RUNNING.
@@ -362,8 +363,9 @@ class RuntimeCore:
                         cancelled += 1
         return len(pending), cancelled
 
-    def _has_work_locked(self) -> bool:
-        return any(rq.depth for wq in self._workqueues for rq in wq.unique_rqs())
+    def _queued_locked(self) -> int:
+        """Entries committed and not started, parked ones included."""
+        return sum(rq.depth for wq in self._workqueues for rq in wq.unique_rqs())
 
     def pending_dump(self) -> list[dict[str, Any]]:
         """What is armed or queued now, like ``/proc/timer_list``: one entry per
