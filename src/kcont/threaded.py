@@ -135,6 +135,7 @@ class Runtime(RuntimeCore):
         self._timer_sem = threading.Lock()
         self._timer_sem.acquire()
         self._timer_sleeping = False  # S
+        self._timer_wakeups = 0  # S
         self._timer_thread = threading.Thread(
             target=self._timer_main, name=f"kcont/{self.name}/timer", daemon=True
         )
@@ -319,6 +320,7 @@ class Runtime(RuntimeCore):
             with self._lock:
                 if self._abandon or (self._stopping and not self._workers):
                     return
+                self._timer_wakeups += 1
                 self._expire_due_locked()
                 deadline = self._wheel.next_deadline()
                 self._timer_wake = _FAR if deadline is None else deadline
@@ -479,6 +481,7 @@ class Runtime(RuntimeCore):
                 for cpu in self.cpus
             ]
             stats["extra_workers_started"] = self._spawned_extra
+            stats["timer_wakeups"] = self._timer_wakeups
             stats["running"] = self._running
         return stats
 
