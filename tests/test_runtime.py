@@ -137,7 +137,7 @@ def test_timers_never_fire_early(trt: Runtime) -> None:
         kc.schedule(nticks=1 + i % 20)
         armed[i] = (kc, before)
     assert done.wait(10)
-    for i, (kc, before) in armed.items():
+    for i, (_kc, before) in armed.items():
         tick_at_fire, _ = fired[i]
         # The deadline is at least before + n; the function sees a tick >= it.
         assert tick_at_fire >= before + 1 + i % 20
