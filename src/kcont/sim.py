@@ -27,8 +27,8 @@ from collections.abc import Callable
 from typing import Any, NamedTuple
 
 from ._core.continuation import Continuation, expire_locked
-from ._core.dispatch import run_one
-from ._core.runtime import CPU, RuntimeCore, ShutdownAccount
+from ._core.dispatch import dispatch
+from ._core.runtime import CPU, RuntimeCore, ShutdownAccount, _tls
 from .errors import SimDeadlockError
 
 __all__ = ["SimRuntime", "TraceEvent"]
@@ -122,22 +122,25 @@ class SimRuntime(RuntimeCore):
         if self._stepping:
             raise SimDeadlockError("the simulated runtime cannot be stepped from inside a continuation")
         cpus = self.cpus
-        if cpu is not None:
-            if not isinstance(cpu, CPU) or cpu.rt is not self:
-                raise TypeError(f"{cpu!r} is not a CPU of {self!r}")
-            order: tuple[CPU, ...] = (cpu,)
+        if cpu is None:
+            start = self._rr if self._rng is None else self._rng.randrange(len(cpus))
+            order = cpus[start:] + cpus[:start] if start else cpus
+        elif cpu.__class__ is CPU and cpu.rt is self:
+            order = (cpu,)
         else:
-            start = self._rng.randrange(len(cpus)) if self._rng is not None else self._rr
-            order = cpus[start:] + cpus[:start]
+            raise TypeError(f"{cpu!r} is not a CPU of {self!r}")
         self._stepping = True
+        previous = _tls.cpu
         try:
             for candidate in order:
-                kc = run_one(self, candidate, candidate.rqs)
+                _tls.cpu = candidate
+                kc = dispatch(self, candidate, candidate.rqs)
                 if kc is not None:
-                    self._rr = (candidate.index + 1) % len(cpus)
+                    self._rr = candidate.index + 1 if candidate.index + 1 < len(cpus) else 0
                     return kc
             return None
         finally:
+            _tls.cpu = previous
             self._stepping = False
 
     def run_until_idle(self, max_steps: int = 1_000_000) -> int:

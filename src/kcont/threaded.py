@@ -30,7 +30,7 @@ Time
 
 Waking workers
     An idle worker sleeps on its own binary semaphore (a ``threading.Lock``
-    it holds).  ``_kick`` (state lock held) takes one idle worker of the right
+    it holds).  ``_kick_worker_locked`` (state lock held) takes one idle worker of the right
     CPU and band off the idle list and releases its semaphore: exactly one
     release per sleep, no lost wake-up because a worker re-checks for work
     under the state lock before it declares itself idle.
@@ -53,22 +53,26 @@ from collections.abc import Sequence
 from typing import Any
 
 from ._core.continuation import Continuation, expire_locked
-from ._core.dispatch import run_one
+from ._core.dispatch import dispatch
 from ._core.runqueue import RunQueue
-from ._core.runtime import CPU, RuntimeCore, ShutdownAccount
+from ._core.runtime import CPU, RuntimeCore, ShutdownAccount, _tls
 from ._core.workqueue import BAND_NAMES, BAND_SOFT, BAND_THREAD
 from .errors import HaltTimeoutError, InvalidArgumentError, ShutdownError
 
 __all__ = ["Runtime"]
 
 _FAR = 1 << 62
+# Invocations a worker runs per call of the dispatch function (the end of one
+# and the pick of the next share a critical section); between batches it
+# re-checks shutdown.
+_BATCH = 64
 _NS = 1_000_000_000
 
 
 class _Worker:
     """One worker thread: a CPU, a band and a semaphore to sleep on."""
 
-    __slots__ = ("band", "cpu", "idle", "permanent", "progress", "sem", "thread")
+    __slots__ = ("band", "cpu", "idle", "permanent", "sem", "thread")
 
     def __init__(self, cpu: CPU, band: int, permanent: bool) -> None:
         self.cpu = cpu
@@ -77,7 +81,6 @@ class _Worker:
         self.sem = threading.Lock()
         self.sem.acquire()  # held while awake; released by a kick
         self.idle = False  # S
-        self.progress = 0  # invocations run; written by its thread only
         self.thread: threading.Thread | None = None
 
 
@@ -121,6 +124,8 @@ class Runtime(RuntimeCore):
         self.stall_threshold = float(stall_threshold)
         self.idle_timeout = float(idle_timeout)
         self._pin_map = _pin_map(pin, ncpu)
+        self._kick = self._kick_worker_locked
+        self._time_funcs = True
         self._t0 = time.monotonic_ns()
         self._ended = threading.Condition(self._lock)
         self._stopping = False  # S: workers exit once their band is drained
@@ -130,7 +135,7 @@ class Runtime(RuntimeCore):
         self._idle: list[tuple[list[_Worker], list[_Worker]]] = [([], []) for _ in self.cpus]
         self._workers: list[_Worker] = []  # S: live workers
         self._thread_workers = [0] * ncpu  # S: live thread workers per CPU
-        self._starved: dict[int, tuple[float, list[int]]] = {}  # S: see _check_stalls_locked
+        self._starved: dict[int, tuple[float, int]] = {}  # S: see _check_stalls_locked
         self._spawned_extra = 0  # S
         self._timer_sem = threading.Lock()
         self._timer_sem.acquire()
@@ -195,17 +200,17 @@ class Runtime(RuntimeCore):
                 os.sched_setaffinity(threading.get_native_id(), {self._pin_map[cpu.index]})
             except OSError:  # pinning is best effort (containers may forbid it)
                 pass
+        _tls.cpu = cpu  # for good: this thread is this CPU's worker
         bands = (cpu.rqs[band],)
         idle_list = self._idle[cpu.index][band]
         sem = worker.sem
         timeout = -1 if worker.permanent else self.idle_timeout
         while True:
-            while run_one(self, cpu, bands) is not None:
-                worker.progress += 1
+            dispatch(self, cpu, bands, _BATCH)
             with self._lock:
                 if any(rq.fifo or rq.woken for rq in bands[0]):
                     continue
-                if self._abandon or (self._stopping and not any(rq.depth for rq in bands[0])):
+                if self._abandon or (self._stopping and not any(rq.depth() for rq in bands[0])):
                     break
                 worker.idle = True
                 idle_list.append(worker)
@@ -224,7 +229,7 @@ class Runtime(RuntimeCore):
                 self._thread_workers[cpu.index] -= 1
             self._ended.notify_all()
 
-    def _kick(self, rq: RunQueue) -> None:
+    def _kick_worker_locked(self, rq: RunQueue) -> None:
         band = rq.wq.band
         cpu = rq.cpu
         if cpu is not None:
@@ -263,14 +268,18 @@ class Runtime(RuntimeCore):
         idle: have the manager check for a stall after ``stall_threshold``."""
         if index in self._starved:
             return
-        progress = [w.progress for w in self._workers if w.band == BAND_THREAD and w.cpu.index == index]
-        self._starved[index] = (time.monotonic() + self.stall_threshold, progress)
+        self._starved[index] = (time.monotonic() + self.stall_threshold, self._band_progress_locked(index))
         self._wake_timer_locked()
 
+    def _band_progress_locked(self, index: int) -> int:
+        """Invocations ended so far by CPU ``index``'s thread-level queues."""
+        return sum(rq.invoked for rq in self.cpus[index].rqs[BAND_THREAD])
+
     def _check_stalls_locked(self) -> float | None:
-        """Start a thread worker on each CPU whose thread workers all stayed
-        inside one invocation for ``stall_threshold`` while work waited.
-        Returns the monotonic time of the next check, or None."""
+        """Start a thread worker on each CPU whose thread-level queues ended
+        no invocation for ``stall_threshold`` while work waited (its workers
+        are all stuck inside functions).  Returns the monotonic time of the
+        next check, or None."""
         now = time.monotonic()
         next_check = None
         for index, (due, progress) in list(self._starved.items()):
@@ -282,12 +291,10 @@ class Runtime(RuntimeCore):
             if now < due:
                 next_check = due if next_check is None else min(next_check, due)
                 continue
-            workers = [w for w in self._workers if w.band == BAND_THREAD and w.cpu.index == index]
-            current = [w.progress for w in workers]
+            current = self._band_progress_locked(index)
             if current == progress and self._thread_workers[index] < self.max_thread_workers:
                 self._spawn_locked(cpu, BAND_THREAD, permanent=False)
                 self._spawned_extra += 1
-                current = [*current, 0]
             due = now + self.stall_threshold
             self._starved[index] = (due, current)
             next_check = due if next_check is None else min(next_check, due)
@@ -312,7 +319,7 @@ class Runtime(RuntimeCore):
         self._wheel.expire_until(now, expired)
         for kc in expired:
             expire_locked(kc, now)
-            self._kick(kc._rq)
+            self._kick_worker_locked(kc._rq)
 
     def _timer_main(self) -> None:
         sem = self._timer_sem

@@ -20,7 +20,7 @@ Transition table (docs/semantics.md gives the reason for each row)
     timer expiry                PENDING -> EXPIRED|INVOKING|QUEUED, enqueue.
     dispatch begins             QUEUED -> RUNNING (lock taken, func/arg snapshot).
     dispatch ends               clear RUNNING; clear INVOKING unless a new
-                                scheduling happened during the call.
+                                invocation was committed during the call.
     ack()                       clear INVOKING, return its previous value.
     stop()                      disarm if PENDING; dequeue if QUEUED (then also
                                 clear INVOKING|EXPIRED: the function never ran);
@@ -39,7 +39,7 @@ Transition table (docs/semantics.md gives the reason for each row)
     continuation is still RUNNING waits (see :mod:`kcont._core.runqueue`).
 
 Locking
-    S: ``_flags``, ``_rq``, ``_bucket``, ``_deadline``, ``_seq``, ``_nsched``,
+    S: ``_flags``, ``_rq``, ``_bucket``, ``_deadline``,
     ``_ctx``, ``_runner``, ``_release`` and the function, argument and lock
     fields are written only with the runtime's state lock held.  Predicates
     read ``_flags`` without it (one attribute read: atomic, possibly stale, as
@@ -73,14 +73,16 @@ from .flags import (
     PENDING,
     QUEUED,
     RUNNING,
+    SHARED_CTX,
     flag_names,
 )
 from .mutex import Mutex
 from .runtime import CPU, _tls, current_runtime
-from .workqueue import WQ_PERCPU, PredefinedQueue, Workqueue
+from .workqueue import PredefinedQueue, Workqueue
 
 if TYPE_CHECKING:
     from .runqueue import RunQueue
+    from .runtime import RuntimeCore
 
 _get_ident = threading.get_ident
 
@@ -136,11 +138,9 @@ class Continuation(Generic[A]):
         "_flags",
         "_func",
         "_lock",
-        "_nsched",
         "_release",
         "_rq",
         "_runner",
-        "_seq",
         "_wq",
         "name",
     )
@@ -170,8 +170,6 @@ class Continuation(Generic[A]):
         self._rq: RunQueue = wq.rqs[0]
         self._bucket: dict[Continuation[Any], None] | None = None
         self._deadline = 0
-        self._seq = 0
-        self._nsched = 0
         self._ctx: Context | None = None
         self._runner: int | None = None
         self._release: Mutex | None = None
@@ -211,68 +209,119 @@ class Continuation(Generic[A]):
 
     def _schedule(self, cpu: CPU | None, nticks: int) -> int:
         """The schedule transition; returns 0 or an ``R_*`` refusal code."""
-        if nticks.__class__ is not int:
-            nticks = _check_ticks(nticks)
         wq = self._wq
         rt = wq.rt
         if cpu is None:
-            if wq.flags & WQ_PERCPU:
+            if wq.percpu:
                 here = _tls.cpu
-                rq = wq.rqs[here.index if here is not None and here.rt is rt else 0]
+                rq = wq.rqs[here.index] if here is not None and here.rt is rt else wq.rqs[0]
             else:
                 rq = wq.rqs[0]
-        elif cpu.__class__ is not CPU:
-            raise TypeError(f"cpu must be a kcont CPU handle or None, not {type(cpu).__name__}")
-        elif cpu.rt is not rt:
-            return R_FOREIGN_CPU
-        elif not wq.flags & WQ_PERCPU:
-            return R_NOPERCPU
         else:
-            rq = wq.rqs[cpu.index]
+            target = self._rq_for(cpu)
+            if target.__class__ is int:
+                return target
+            rq = target  # type: ignore[assignment]
+        if nticks.__class__ is not int:
+            nticks = _check_ticks(nticks)
+        if nticks:
+            return self._arm(rt, rq, nticks)
+        # Immediate: the softint/workqueue path, kept short on purpose.  The
+        # context is this scheduling's own copy, run as is by the dispatcher.
         ctx = copy_context()
-        with rt._lock:
+        lock = rt._lock
+        lock.acquire()
+        try:
             flags = self._flags
-            if flags & (INVOKING | DESTROYED) or nticks < 0 or rt._closed:
-                if flags & DESTROYED:
-                    return R_DESTROYED
-                if rt._closed:
-                    return R_SHUTDOWN
-                if nticks < 0:
-                    return R_NEGATIVE
-                rq.ebusy += 1
-                return R_BUSY
-            # Contexts equal to the last one captured share its object: a
-            # pending continuation then costs no Context of its own.  Each
-            # invocation runs in a fresh copy, so nothing leaks between them.
+            if flags & (INVOKING | DESTROYED | PENDING | QUEUED) or rt._closed:
+                if flags & (INVOKING | DESTROYED) or rt._closed:
+                    return self._refused_locked(rq)
+                self._leave_locked(flags)  # a pending timer or an acked entry: replaced
+                flags = self._flags
+            self._ctx = ctx
+            self._rq = rq
+            self._flags = (flags & ~SHARED_CTX) | EXPIRED | INVOKING | QUEUED
+            # RunQueue.enqueue_locked, inlined on this hot path.
+            fifo = rq.fifo
+            fifo.append(self)
+            rq.scheduled += 1
+            if len(fifo) > rq.depth_hwm:
+                rq.depth_hwm = len(fifo)
+            if rt._kick is not None:
+                rt._kick(rq)
+            if rt._trace is not None:
+                rt._record("schedule", self, rq.cpu, 0)
+        finally:
+            lock.release()
+        return 0
+
+    def _arm(self, rt: RuntimeCore, rq: RunQueue, nticks: int) -> int:
+        """The timer half of ``_schedule`` (``nticks != 0``)."""
+        if nticks < 0:
+            return R_NEGATIVE
+        ctx = copy_context()
+        lock = rt._lock
+        lock.acquire()
+        try:
+            flags = self._flags
+            if flags & (INVOKING | DESTROYED) or rt._closed:
+                return self._refused_locked(rq)
+            if flags & QUEUED:
+                self._leave_locked(flags)  # an acked entry: replaced
+                flags = self._flags
+            # Contexts equal to the last one captured share its object, so a
+            # pending timer costs no Context of its own; the dispatcher runs
+            # a copy (SHARED_CTX), so nothing leaks between invocations.
             if ctx == rt._ctx_cache:
                 ctx = rt._ctx_cache
             else:
                 rt._ctx_cache = ctx
             self._ctx = ctx
-            self._nsched += 1
-            if flags & QUEUED:
-                # Only reachable after ack(): the new scheduling replaces it.
-                self._rq.remove_locked(self)
             self._rq = rq
-            if nticks == 0:
-                if flags & PENDING:
-                    rt._wheel.disarm(self)
-                self._flags = (flags & ~PENDING) | EXPIRED | INVOKING | QUEUED
-                rq.enqueue_locked(self)
-                rt._kick(rq)
-            else:
-                wheel = rt._wheel
-                deadline = rt._now() + nticks
-                if deadline <= wheel.now:
-                    deadline = wheel.now + 1
-                wheel.arm(self, deadline)
-                self._flags = (flags & ~(EXPIRED | QUEUED)) | PENDING
-                rq.armed += 1
-                if deadline < rt._timer_wake:
-                    rt._kick_timer(deadline)
+            wheel = rt._wheel
+            deadline = rt._now() + nticks
+            if deadline <= wheel.now:
+                deadline = wheel.now + 1
+            wheel.arm(self, deadline)
+            self._flags = (flags & ~EXPIRED) | PENDING | SHARED_CTX
+            rq.armed += 1
+            if deadline < rt._timer_wake:
+                rt._kick_timer(deadline)
             if rt._trace is not None:
                 rt._record("schedule", self, rq.cpu, nticks)
+        finally:
+            lock.release()
         return 0
+
+    def _rq_for(self, cpu: object) -> RunQueue | int:
+        """The run queue of ``cpu`` for this continuation, or a refusal code."""
+        if cpu.__class__ is not CPU:
+            raise TypeError(f"cpu must be a kcont CPU handle or None, not {type(cpu).__name__}")
+        wq = self._wq
+        if cpu.rt is not wq.rt:
+            return R_FOREIGN_CPU
+        if not wq.percpu:
+            return R_NOPERCPU
+        return wq.rqs[cpu.index]
+
+    def _refused_locked(self, rq: RunQueue) -> int:
+        flags = self._flags
+        if flags & DESTROYED:
+            return R_DESTROYED
+        if self._wq.rt._closed:
+            return R_SHUTDOWN
+        rq.ebusy += 1
+        return R_BUSY
+
+    def _leave_locked(self, flags: int) -> None:
+        """Leave the wheel (PENDING) or the run queue (QUEUED, only reachable
+        after ``ack()``): the new scheduling replaces the old one."""
+        if flags & PENDING:
+            self._wq.rt._wheel.disarm(self)
+            self._flags = flags & ~PENDING
+        else:
+            self._rq.remove_locked(self)
+            self._flags = flags & ~QUEUED
 
     def _refusal(self, code: int, cpu: CPU | None, nticks: int) -> Exception:
         if code == R_BUSY:
@@ -572,9 +621,9 @@ class Continuation(Generic[A]):
             if self._flags & QUEUED and lock is not old:
                 rq = self._rq
                 rq.remove_locked(self)
-                rq.enqueue_locked(self)
-                rq.scheduled -= 1  # a move, not a new scheduling
-                rt._kick(rq)
+                rq.fifo.append(self)
+                if rt._kick is not None:
+                    rt._kick(rq)
             return old
 
     def _check_settable_locked(self, what: str) -> None:
@@ -602,30 +651,41 @@ def _check_ticks(nticks: object) -> int:
 # -- invocation (called by the dispatch function only) ----------------------
 
 
-def begin_locked(kc: Continuation[Any]) -> None:
-    """QUEUED -> RUNNING; the lock (if any) was taken by the run queue."""
-    kc._flags = (kc._flags & ~QUEUED) | RUNNING
-    kc._runner = _get_ident()
+def begin_locked(kc: Continuation[Any], runner: int) -> Context:
+    """QUEUED -> RUNNING on thread ``runner``; the lock (if any) was taken by
+    the run queue.  Returns the context the function must run in."""
+    flags = kc._flags
+    kc._flags = (flags & ~QUEUED) | RUNNING
+    kc._runner = runner
     kc._release = kc._lock
+    ctx = kc._ctx
+    return ctx.copy() if flags & SHARED_CTX else ctx  # type: ignore[union-attr,return-value]
 
 
-def end_locked(kc: Continuation[Any], nsched: int) -> None:
+def end_locked(kc: Continuation[Any]) -> None:
     """The function returned (or raised): clear RUNNING, and INVOKING unless
-    the function scheduled the continuation again."""
+    a new invocation was committed meanwhile (QUEUED again: the function, or
+    another thread, acked and re-scheduled it; that INVOKING is the new one's)."""
     flags = kc._flags & ~RUNNING
-    if kc._nsched == nsched:
+    if not flags & QUEUED:
         flags &= ~INVOKING
     kc._flags = flags
     kc._runner = None
     kc._release = None
     rt = kc._wq.rt
-    if rt._run_waiters:
-        waiters = rt._run_waiters.pop(kc, None)
-        if waiters:
-            for rq, key in waiters:
-                if rq.wake_locked(key):
-                    rt._kick(rq)
-    if rt._halting and kc in rt._halting:
+    if rt._run_waiters or rt._halting or rt._ended_waiters or flags & DESTROYED:
+        _ended_slow_locked(rt, kc, flags)
+
+
+def _ended_slow_locked(rt: RuntimeCore, kc: Continuation[Any], flags: int) -> None:
+    """The rare consequences of an invocation's end: wake sub-queues that
+    waited for it, re-stop it for a halt, finish a destroy, notify waiters."""
+    waiters = rt._run_waiters.pop(kc, None)
+    if waiters:
+        for rq, key in waiters:
+            if rq.wake_locked(key) and rt._kick is not None:
+                rt._kick(rq)
+    if kc in rt._halting:
         kc._stop_locked()  # a halt waits: no new invocation may slip in
     if flags & DESTROYED and not flags & DETACHED:
         kc._detach_locked()

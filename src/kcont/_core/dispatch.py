@@ -1,10 +1,11 @@
 """The dispatch function: the only place where continuation functions are called.
 
 What it owns
-    :func:`run_one` picks the next continuation a CPU may start, runs it and
-    accounts for it.  Both runtimes call it (the simulated runtime from
-    ``step()``, each worker thread of the threaded runtime from its loop), so
-    the ordering and the state transitions are the same everywhere.
+    :func:`dispatch` picks the next continuation a CPU may start, runs it and
+    accounts for it, and repeats up to a limit.  Both runtimes call it (the
+    simulated runtime once per ``step()``, each worker thread of the threaded
+    runtime in its loop), so the ordering and the state transitions are the
+    same everywhere.
 
 Sequence (FreeBSD ``softclock_call_cc`` is the model)
     1. Under the state lock: scan the CPU's run queues highest priority first;
@@ -17,29 +18,34 @@ Sequence (FreeBSD ``softclock_call_cc`` is the model)
        ``arg`` and the context *after* the lock was taken, so a ``setarg``
        made under the lock while the entry waited is honoured.
     3. Without any lock of ours: call ``func(arg, kc)`` in a fresh copy of the
-       context captured by ``schedule`` (as asyncio's ``call_soon``), with the
-       thread's current CPU set to ``cpu``.
+       context captured by ``schedule`` (as asyncio's ``call_soon``).
     4. Release the lock this invocation must release (its own, or the one
        handed over by ``set_mutex`` inside ``func``), then, under the state
-       lock, end the invocation and count it.  Nothing but the continuation
+       lock, end the invocation, count it, and (if the limit allows) pick the
+       next one in the same critical section.  Nothing but the continuation
        object itself, which the runtime keeps alive, is touched after ``func``
        returns.
     5. An exception from ``func`` (or from releasing its lock) goes to the
-       runtime's exception handler, after the bookkeeping, and never escapes
-       to the worker.
+       runtime's exception handler, after the bookkeeping and with no lock
+       held, and never escapes to the worker (the simulator may re-raise it).
+
+Context
+    The caller runs it on a thread whose current CPU (``kcont.curcpu()``) is
+    ``cpu``: a worker sets that once, the simulator around each step.
 
 Locking
-    Takes the state lock twice per invocation, never across ``func``.
+    Takes the state lock once per invocation (plus once to start), never
+    across ``func``.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from threading import get_ident
 from time import perf_counter_ns
 from typing import TYPE_CHECKING, Any
 
 from .continuation import begin_locked, end_locked
-from .runtime import _tls
 
 if TYPE_CHECKING:
     from .continuation import Continuation
@@ -47,57 +53,79 @@ if TYPE_CHECKING:
     from .runtime import CPU, RuntimeCore
 
 
-def run_one(rt: RuntimeCore, cpu: CPU, bands: Sequence[list[RunQueue]]) -> Continuation[Any] | None:
-    """Run the next continuation ``cpu`` may start from ``bands`` (lists of run
-    queues, highest priority first).  Returns it, or None if none could start."""
-    with rt._lock:
-        kc = None
-        for rqs in bands:
-            for rq in rqs:
-                if rq.fifo or rq.woken:
-                    kc = rq.take_locked()
-                    if kc is not None:
-                        break
-            if kc is not None:
-                break
-        else:
-            return None
-        begin_locked(kc)
-        rt._running += 1
-        func = kc._func
-        arg = kc._arg
-        ctx = kc._ctx
-        nsched = kc._nsched
-        rq = kc._rq
-        if rt._trace is not None:
-            rt._record("start", kc, cpu)
-    previous_cpu = _tls.cpu
-    _tls.cpu = cpu
-    failure: BaseException | None = None
-    started = perf_counter_ns()
+def dispatch(
+    rt: RuntimeCore, cpu: CPU, bands: Sequence[list[RunQueue]], limit: int = 1
+) -> Continuation[Any] | None:
+    """Run up to ``limit`` continuations that ``cpu`` may start from ``bands``
+    (lists of run queues, highest priority first).  Returns the last one run,
+    or None if none could start."""
+    lock = rt._lock
+    last = None
+    me = get_ident()
+    lock.acquire()
     try:
-        ctx.copy().run(func, arg, kc)  # type: ignore[union-attr]
-    except BaseException as exc:
-        failure = exc
-    elapsed = perf_counter_ns() - started
-    _tls.cpu = previous_cpu
-    lock = kc._release  # only this thread changes it while RUNNING
-    if lock is not None:
-        try:
+        while limit:
+            kc = None
+            for rqs in bands:
+                for rq in rqs:
+                    if rq.fifo or rq.woken:
+                        kc = rq.take_locked()
+                        if kc is not None:
+                            break
+                if kc is not None:
+                    break
+            if kc is None:
+                break
+            limit -= 1
+            ctx = begin_locked(kc, me)
+            rt._running += 1
+            func = kc._func
+            arg = kc._arg
+            rq = kc._rq
+            if rt._trace is not None:
+                rt._record("start", kc, cpu)
             lock.release()
-        except BaseException as exc:
+            failure: BaseException | None = None
+            elapsed = 0
+            if rt._time_funcs:
+                started = perf_counter_ns()
+                try:
+                    ctx.run(func, arg, kc)
+                except BaseException as exc:  # contained, reported below
+                    failure = exc
+                elapsed = perf_counter_ns() - started
+            else:
+                try:
+                    ctx.run(func, arg, kc)
+                except BaseException as exc:  # contained, reported below
+                    failure = exc
+            held = kc._release  # only this thread changes it while RUNNING
+            if held is not None:
+                try:
+                    held.release()
+                except BaseException as exc:  # e.g. func released it without set_mutex
+                    if failure is None:
+                        failure = exc
+            lock.acquire()
+            end_locked(kc)
+            rt._running -= 1
+            rq.invoked += 1
+            if elapsed:
+                rq.func_ns += elapsed
+            last = kc
             if failure is None:
-                failure = exc
-    with rt._lock:
-        end_locked(kc, nsched)
-        rt._running -= 1
-        rq.invoked += 1
-        rq.func_ns += elapsed
-        if failure is not None:
-            rq.exceptions += 1
-            rt._failed += 1
-        if rt._trace is not None:
-            rt._record("end" if failure is None else "raise", kc, cpu, failure)
-    if failure is not None:
-        rt._report_exception(kc, failure)
-    return kc
+                if rt._trace is not None:
+                    rt._record("end", kc, cpu)
+            else:
+                rq.exceptions += 1
+                rt._failed += 1
+                if rt._trace is not None:
+                    rt._record("raise", kc, cpu, failure)
+                lock.release()
+                try:
+                    rt._report_exception(kc, failure)
+                finally:
+                    lock.acquire()
+    finally:
+        lock.release()
+    return last

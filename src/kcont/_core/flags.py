@@ -14,6 +14,7 @@ QUEUED = 0x08  # on a run queue, not started
 RUNNING = 0x10  # the function is executing
 DESTROYED = 0x20  # refuses every later change
 DETACHED = 0x40  # destroyed and no longer counted as bound to its workqueue
+SHARED_CTX = 0x80  # its context object may be shared: run a copy of it
 
 FLAG_NAMES: dict[int, str] = {
     PENDING: "PENDING",
@@ -24,6 +25,7 @@ FLAG_NAMES: dict[int, str] = {
     DESTROYED: "DESTROYED",
     DETACHED: "DETACHED",
 }
+_INTERNAL_ONLY = SHARED_CTX
 
 FLAG_DESCRIPTIONS: dict[int, str] = {
     PENDING: "its timer is armed and has not expired",
@@ -33,6 +35,7 @@ FLAG_DESCRIPTIONS: dict[int, str] = {
     RUNNING: "its function is executing",
     DESTROYED: "destroyed: every later schedule or change is refused",
     DETACHED: "destroyed and released from its workqueue",
+    SHARED_CTX: "its captured context is shared: each invocation runs a copy",
 }
 
 

@@ -11,9 +11,9 @@ What it owns
         may be dispatched in the meantime".
 
 Model
-    * ``fifo`` holds ready continuations in ready order (``_seq``: the order in
-      which they were enqueued, i.e. expiry tick then schedule order).  While
-      nothing is parked, dispatch is a plain FIFO.
+    * ``fifo`` holds ready continuations in ready order (the order in which
+      they were enqueued: expiry tick, then schedule order).  While nothing is
+      parked, dispatch is a plain FIFO.
     * When the head cannot start, because its lock is busy or because the same
       continuation is still RUNNING elsewhere (non-reentrancy), its sub-queue
       (key: its lock, or None) is *parked*: the head and every later entry with
@@ -21,16 +21,15 @@ Model
       registered (on the :class:`~kcont.Mutex`, or on the running
       continuation).  Other keys keep running.
     * The waiter moves ``parked[key]`` to ``woken[key]``.  Woken sub-queues hold
-      older entries than ``fifo``; the next start is the oldest head among
-      ``fifo`` and the woken sub-queues, so ready order is kept within every
-      key and, when nothing waits, across keys too.
+      older entries than ``fifo`` and start first, in the order they were
+      woken: ready order is kept within every key and, when nothing waits,
+      across keys too.
 
 Invariants (state lock held)
     * A key is in at most one of ``parked`` and ``woken``; their deques are
       never empty.
-    * Every entry of ``parked[k]``/``woken[k]`` is older than every entry of
-      ``fifo`` with key ``k``.
-    * ``depth`` is the number of entries in ``fifo``, ``parked`` and ``woken``.
+    * Every entry of ``parked``/``woken`` is older than every entry of ``fifo``
+      (only the head of ``fifo`` is ever moved aside).
 
 Locking
     S: every field is guarded by the owning runtime's state lock
@@ -65,7 +64,7 @@ COUNTERS = (
     "late",  # timers that expired after their deadline tick
     "late_ticks",  # sum of how late, in ticks
     "exceptions",  # functions that raised
-    "depth_hwm",  # highest number of queued entries seen
+    "depth_hwm",  # longest the ready FIFO has been
     "func_ns",  # time spent in functions, in nanoseconds
 )
 
@@ -76,7 +75,6 @@ class RunQueue:
     __slots__ = (
         "armed",
         "cpu",
-        "depth",
         "depth_hwm",
         "ebusy",
         "exceptions",
@@ -104,7 +102,6 @@ class RunQueue:
         self.fifo: deque[Continuation[Any]] = deque()
         self.parked: dict[Any, deque[Continuation[Any]]] = {}
         self.woken: dict[Any, deque[Continuation[Any]]] = {}
-        self.depth = 0
         # Counters (see COUNTERS), all S.
         self.scheduled = 0
         self.armed = 0
@@ -121,23 +118,30 @@ class RunQueue:
 
     def __repr__(self) -> str:
         where = "shared" if self.cpu is None else f"cpu{self.cpu.index}"
-        return f"<RunQueue {self.wq.name} {where} depth={self.depth}>"
+        return f"<RunQueue {self.wq.name} {where} depth={self.depth()}>"
 
     def has_work(self) -> bool:
+        """Some entry may start now (parked sub-queues wait for a wake-up)."""
         return bool(self.fifo or self.woken)
+
+    def depth(self) -> int:
+        """Entries queued: ready, parked or woken."""
+        n = len(self.fifo)
+        for sub in self.parked.values():
+            n += len(sub)
+        for sub in self.woken.values():
+            n += len(sub)
+        return n
 
     # -- enqueue / dequeue -------------------------------------------------
 
     def enqueue_locked(self, kc: Continuation[Any]) -> None:
         """Append ``kc`` (flags already set by the state machine) in ready order."""
-        rt = self.rt
-        rt._seq += 1
-        kc._seq = rt._seq
-        self.fifo.append(kc)
+        fifo = self.fifo
+        fifo.append(kc)
         self.scheduled += 1
-        depth = self.depth = self.depth + 1
-        if depth > self.depth_hwm:
-            self.depth_hwm = depth
+        if len(fifo) > self.depth_hwm:
+            self.depth_hwm = len(fifo)
 
     def remove_locked(self, kc: Continuation[Any]) -> None:
         """Take a queued ``kc`` out before it started (stop, replace)."""
@@ -146,7 +150,6 @@ class RunQueue:
         except ValueError:
             if not (_remove_from(self.parked, kc) or _remove_from(self.woken, kc)):
                 raise AssertionError(f"{kc!r} is QUEUED but not on {self!r}") from None
-        self.depth -= 1
 
     def take_locked(self) -> Continuation[Any] | None:
         """Remove and return the next continuation that can start now, with
@@ -163,7 +166,6 @@ class RunQueue:
             lock = kc._lock
             if not (kc._flags & RUNNING or (lock is not None and not lock._try_acquire())):
                 fifo.popleft()
-                self.depth -= 1
                 return kc
         return self._take_slow_locked()
 
@@ -172,17 +174,23 @@ class RunQueue:
         parked = self.parked
         woken = self.woken
         while True:
-            kc = fifo[0] if fifo else None
-            source: Any = _FIFO
-            for key, sub in woken.items():
-                if kc is None or sub[0]._seq < kc._seq:
-                    kc = sub[0]
-                    source = key
-            if kc is None:
-                return None
-            key = kc._lock
-            if source is _FIFO:
-                fifo.popleft()
+            # Every parked or woken entry is older than every fifo entry (the
+            # fifo is consumed from its head, and only its head is ever moved
+            # aside), so woken sub-queues go first: ready order is kept within
+            # every key, and across keys but among several woken sub-queues.
+            if woken:
+                key, sub = next(iter(woken.items()))
+                kc = sub[0]
+                if self._blocked_locked(kc):
+                    del woken[key]
+                    parked[key] = sub
+                    continue
+                sub.popleft()
+                if not sub:
+                    del woken[key]
+            elif fifo:
+                kc = fifo.popleft()
+                key = kc._lock
                 waiting = parked.get(key)
                 if waiting is not None:
                     # An older entry of the same {wq, lock, ci} waits: queue behind it.
@@ -192,15 +200,7 @@ class RunQueue:
                     parked[key] = deque((kc,))
                     continue
             else:
-                sub = woken[source]
-                if self._blocked_locked(kc):
-                    del woken[source]
-                    parked[source] = sub
-                    continue
-                sub.popleft()
-                if not sub:
-                    del woken[source]
-            self.depth -= 1
+                return None
             return kc
 
     def _blocked_locked(self, kc: Continuation[Any]) -> bool:
@@ -231,10 +231,6 @@ class RunQueue:
             return False
         self.woken[key] = sub
         return True
-
-
-# Marks "the head came from fifo" (None is a valid sub-queue key).
-_FIFO = object()
 
 
 def _remove_from(subs: dict[Any, deque[Continuation[Any]]], kc: Continuation[Any]) -> bool:

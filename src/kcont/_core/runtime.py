@@ -5,7 +5,7 @@ What it owns
     :class:`RuntimeCore` is the base of :class:`kcont.SimRuntime` and
     :class:`kcont.Runtime`.  A concrete runtime only supplies how time is read
     (:meth:`RuntimeCore._now`), how a CPU is told it has work
-    (:meth:`RuntimeCore._kick`), how the timer is told of an earlier deadline
+    (``RuntimeCore._kick``), how the timer is told of an earlier deadline
     (:meth:`RuntimeCore._kick_timer`) and how a thread waits for an invocation
     to end (:meth:`RuntimeCore._wait_ended_locked`).  Everything else, the
     state machine, the ordering rules and the dispatch function, is shared.
@@ -113,7 +113,6 @@ class RuntimeCore:
         self._lock = threading.Lock()
         self.cpus: tuple[CPU, ...] = tuple(CPU(self, i) for i in range(ncpu))
         self._wheel = TimerWheel()
-        self._seq = 0  # S: ready order of enqueued entries
         self._created = 0  # S: continuations created
         self._closed = False  # S: no new continuation or scheduling
         self._running = 0  # S: invocations in progress
@@ -132,6 +131,10 @@ class RuntimeCore:
             self._add_workqueue_locked(p.name, p.pri, WQ_PERCPU, predefined=True) for p in PREDEFINED
         )
         self._failed = 0  # S: functions that raised
+        self._time_funcs = False  # measure time spent in functions (real time only)
+        # Called as _kick(rq), state lock held, when rq gets new work; None
+        # when nobody needs telling (the simulator steps by itself).
+        self._kick: Callable[[RunQueue], None] | None = None
         self.exception_handler: ExceptionHandler = self.default_exception_handler
 
     # -- what a concrete runtime provides ----------------------------------
@@ -139,9 +142,6 @@ class RuntimeCore:
     def _now(self) -> int:
         """The current tick.  Called with the state lock held."""
         raise NotImplementedError
-
-    def _kick(self, rq: RunQueue) -> None:
-        """``rq`` has new work.  Called with the state lock held."""
 
     def _kick_timer(self, deadline: int) -> None:
         """A deadline earlier than ``_timer_wake`` was armed (state lock held)."""
@@ -158,7 +158,7 @@ class RuntimeCore:
         Called with no lock held (from ``Mutex.release``)."""
         rq, key = waiter
         with self._lock:
-            if rq.wake_locked(key):
+            if rq.wake_locked(key) and self._kick is not None:
                 self._kick(rq)
 
     # -- context manager and current runtime --------------------------------
@@ -309,7 +309,7 @@ class RuntimeCore:
                 q = queues[wq.name] = dict.fromkeys((*COUNTERS, "depth"), 0)
                 for rq in wq.unique_rqs():
                     for name in (*COUNTERS, "depth"):
-                        value = getattr(rq, name)
+                        value = rq.depth() if name == "depth" else getattr(rq, name)
                         if name == "depth_hwm":
                             q[name] = max(q[name], value)
                         else:
@@ -365,7 +365,7 @@ class RuntimeCore:
 
     def _queued_locked(self) -> int:
         """Entries committed and not started, parked ones included."""
-        return sum(rq.depth for wq in self._workqueues for rq in wq.unique_rqs())
+        return sum(rq.depth() for wq in self._workqueues for rq in wq.unique_rqs())
 
     def pending_dump(self) -> list[dict[str, Any]]:
         """What is armed or queued now, like ``/proc/timer_list``: one entry per

@@ -68,6 +68,8 @@ class TimerWheel:
         old = kc._bucket
         if old is not None:
             del old[kc]
+            if not old and kc._deadline >> NEAR_BITS != self.now >> NEAR_BITS:
+                del self.far[kc._deadline >> NEAR_BITS]  # an emptied far bucket
         else:
             self.count += 1
         if deadline >> NEAR_BITS == self.now >> NEAR_BITS:
@@ -87,9 +89,9 @@ class TimerWheel:
         del bucket[kc]
         kc._bucket = None
         self.count -= 1
-        if not bucket and bucket is not self.near[kc._deadline & NEAR_MASK]:
+        if not bucket and kc._deadline >> NEAR_BITS != self.now >> NEAR_BITS:
             # An emptied far bucket would otherwise stay until its epoch.
-            self.far.pop(kc._deadline >> NEAR_BITS, None)
+            del self.far[kc._deadline >> NEAR_BITS]
 
     def expire_until(self, tick: int, out: list[Continuation[Any]]) -> None:
         """Append to ``out``, in expiry order, every entry due at or before

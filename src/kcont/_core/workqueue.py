@@ -33,7 +33,7 @@ Locking
 from __future__ import annotations
 
 import errno
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from ..errors import InvalidArgumentError, WorkqueueReleasedError
 
@@ -107,8 +107,8 @@ class PredefinedQueue:
     def __repr__(self) -> str:
         return f"<kcont predefined queue {self.name} pri={self.pri}>"
 
-    def __reduce__(self) -> str:
-        return self.name
+    def __reduce__(self) -> tuple[Any, tuple[str]]:
+        return predefined_queue, (self.name,)
 
 
 # The single table of predefined queues, highest priority first.
@@ -127,6 +127,14 @@ PREDEFINED: tuple[PredefinedQueue, ...] = tuple(
         )
     )
 )
+
+
+def predefined_queue(name: str) -> PredefinedQueue:
+    """The predefined queue handle called ``name`` (e.g. ``'wq_softnet'``)."""
+    for handle in PREDEFINED:
+        if handle.name == name:
+            return handle
+    raise KeyError(name)
 
 
 class Workqueue:
@@ -148,6 +156,7 @@ class Workqueue:
         "freed",
         "name",
         "order",
+        "percpu",
         "predefined",
         "pri",
         "rqs",
@@ -170,6 +179,7 @@ class Workqueue:
         self.name = name
         self.pri = pri
         self.flags = flags
+        self.percpu = bool(flags & WQ_PERCPU)
         self.band = band_of(pri)
         self.predefined = predefined
         self.order = order  # creation order: breaks priority ties, FIFO
@@ -182,10 +192,6 @@ class Workqueue:
         else:
             shared = RunQueue(rt, self, None)
             self.rqs = (shared,) * len(rt.cpus)
-
-    @property
-    def percpu(self) -> bool:
-        return bool(self.flags & WQ_PERCPU)
 
     @property
     def runtime(self) -> RuntimeCore:
