@@ -28,7 +28,7 @@ from typing import Any, NamedTuple
 
 from ._core.continuation import Continuation, expire_locked
 from ._core.dispatch import dispatch
-from ._core.runtime import CPU, RuntimeCore, ShutdownAccount, _tls
+from ._core.runtime import ALL_BANDS, CPU, RuntimeCore, ShutdownAccount, _tls
 from .errors import SimDeadlockError
 
 __all__ = ["SimRuntime", "TraceEvent"]
@@ -134,7 +134,7 @@ class SimRuntime(RuntimeCore):
         try:
             for candidate in order:
                 _tls.cpu = candidate
-                kc = dispatch(self, candidate, candidate.rqs)
+                kc = dispatch(self, candidate, ALL_BANDS)
                 if kc is not None:
                     self._rr = candidate.index + 1 if candidate.index + 1 < len(cpus) else 0
                     return kc

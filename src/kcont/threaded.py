@@ -201,16 +201,17 @@ class Runtime(RuntimeCore):
             except OSError:  # pinning is best effort (containers may forbid it)
                 pass
         _tls.cpu = cpu  # for good: this thread is this CPU's worker
-        bands = (cpu.rqs[band],)
+        bands = (band,)
+        ready = cpu.ready
         idle_list = self._idle[cpu.index][band]
         sem = worker.sem
         timeout = -1 if worker.permanent else self.idle_timeout
         while True:
             dispatch(self, cpu, bands, _BATCH)
             with self._lock:
-                if any(rq.fifo or rq.woken for rq in bands[0]):
+                if ready[band]:
                     continue
-                if self._abandon or (self._stopping and not any(rq.depth() for rq in bands[0])):
+                if self._abandon or (self._stopping and not any(rq.depth() for rq in cpu.rqs[band])):
                     break
                 worker.idle = True
                 idle_list.append(worker)
@@ -284,7 +285,7 @@ class Runtime(RuntimeCore):
         next_check = None
         for index, (due, progress) in list(self._starved.items()):
             cpu = self.cpus[index]
-            waiting = any(rq.fifo or rq.woken for rq in cpu.rqs[BAND_THREAD])
+            waiting = cpu.ready[BAND_THREAD]
             if not waiting or self._idle[index][BAND_THREAD] or self._stopping:
                 del self._starved[index]
                 continue

@@ -247,6 +247,11 @@ class Continuation(Generic[A]):
             rq.scheduled += 1
             if len(fifo) > rq.depth_hwm:
                 rq.depth_hwm = len(fifo)
+            here = rq.cpu
+            if here is not None:
+                here.ready[rq.band] |= rq.bit
+            else:
+                rq.mark_ready_locked()
             if rt._kick is not None:
                 rt._kick(rq)
             if rt._trace is not None:
@@ -621,7 +626,7 @@ class Continuation(Generic[A]):
             if self._flags & QUEUED and lock is not old:
                 rq = self._rq
                 rq.remove_locked(self)
-                rq.fifo.append(self)
+                rq.requeue_locked(self)
                 if rt._kick is not None:
                     rt._kick(rq)
             return old

@@ -53,12 +53,17 @@ if TYPE_CHECKING:
     from .runtime import CPU, RuntimeCore
 
 
-def dispatch(
-    rt: RuntimeCore, cpu: CPU, bands: Sequence[list[RunQueue]], limit: int = 1
-) -> Continuation[Any] | None:
-    """Run up to ``limit`` continuations that ``cpu`` may start from ``bands``
-    (lists of run queues, highest priority first).  Returns the last one run,
-    or None if none could start."""
+def dispatch(rt: RuntimeCore, cpu: CPU, bands: Sequence[int], limit: int = 1) -> Continuation[Any] | None:
+    """Run up to ``limit`` continuations that ``cpu`` may start from its run
+    queues of ``bands`` (band indices, in order: ``ALL_BANDS`` for the
+    simulator, one band for a worker).  Returns the last one run, or None if
+    none could start."""
+    ready = cpu.ready
+    for band in bands:
+        if ready[band]:
+            break
+    else:
+        return None  # a hint read without the lock: callers re-check under it
     lock = rt._lock
     last = None
     me = get_ident()
@@ -66,12 +71,16 @@ def dispatch(
     try:
         while limit:
             kc = None
-            for rqs in bands:
-                for rq in rqs:
-                    if rq.fifo or rq.woken:
-                        kc = rq.take_locked()
-                        if kc is not None:
-                            break
+            for band in bands:
+                rqs = cpu.rqs[band]
+                mask = ready[band]
+                while mask:
+                    # Lowest set bit: the highest-priority queue with work.  A
+                    # take that finds nothing startable clears its bit.
+                    kc = rqs[(mask & -mask).bit_length() - 1].take_locked()
+                    if kc is not None:
+                        break
+                    mask = ready[band]
                 if kc is not None:
                     break
             if kc is None:

@@ -25,11 +25,21 @@ Model
       woken: ready order is kept within every key and, when nothing waits,
       across keys too.
 
+Ready masks
+    Each CPU keeps, per band, a bitmask of the run queues it serves that have
+    an entry that may start (``fifo`` or ``woken`` non-empty); bit ``rank`` is
+    the queue's position in the CPU's band list, highest priority at bit 0.
+    The dispatcher finds the highest-priority queue with work in O(1) (lowest
+    set bit), and an idle CPU costs one test.  A shared queue has the same
+    rank, and so the same bit, on every CPU.
+
 Invariants (state lock held)
     * A key is in at most one of ``parked`` and ``woken``; their deques are
       never empty.
     * Every entry of ``parked``/``woken`` is older than every entry of ``fifo``
       (only the head of ``fifo`` is ever moved aside).
+    * ``rq.bit`` is set in the ready mask of every CPU serving ``rq`` iff
+      ``fifo or woken``.
 
 Locking
     S: every field is guarded by the owning runtime's state lock
@@ -65,7 +75,7 @@ COUNTERS = (
     "late_ticks",  # sum of how late, in ticks
     "exceptions",  # functions that raised
     "depth_hwm",  # longest the ready FIFO has been
-    "func_ns",  # time spent in functions, in nanoseconds
+    "func_ns",  # time spent in functions, in nanoseconds (threaded runtime)
 )
 
 
@@ -74,6 +84,8 @@ class RunQueue:
 
     __slots__ = (
         "armed",
+        "band",
+        "bit",
         "cpu",
         "depth_hwm",
         "ebusy",
@@ -99,6 +111,8 @@ class RunQueue:
         self.wq = wq
         self.cpu = cpu  # None: shared by every CPU
         self.pri = wq.pri
+        self.band = wq.band
+        self.bit = 0  # S: set by RuntimeCore._rank_locked
         self.fifo: deque[Continuation[Any]] = deque()
         self.parked: dict[Any, deque[Continuation[Any]]] = {}
         self.woken: dict[Any, deque[Continuation[Any]]] = {}
@@ -133,15 +147,41 @@ class RunQueue:
             n += len(sub)
         return n
 
+    # -- ready masks -------------------------------------------------------
+
+    def mark_ready_locked(self) -> None:
+        """Set this queue's bit in the ready mask of the CPUs serving it."""
+        cpu = self.cpu
+        if cpu is not None:
+            cpu.ready[self.band] |= self.bit
+        else:
+            for cpu in self.rt.cpus:
+                cpu.ready[self.band] |= self.bit
+
+    def clear_ready_locked(self) -> None:
+        cpu = self.cpu
+        if cpu is not None:
+            cpu.ready[self.band] &= ~self.bit
+        else:
+            for cpu in self.rt.cpus:
+                cpu.ready[self.band] &= ~self.bit
+
     # -- enqueue / dequeue -------------------------------------------------
 
     def enqueue_locked(self, kc: Continuation[Any]) -> None:
-        """Append ``kc`` (flags already set by the state machine) in ready order."""
+        """Append ``kc`` (flags already set by the state machine) in ready
+        order, and count it as committed."""
         fifo = self.fifo
         fifo.append(kc)
         self.scheduled += 1
         if len(fifo) > self.depth_hwm:
             self.depth_hwm = len(fifo)
+        self.mark_ready_locked()
+
+    def requeue_locked(self, kc: Continuation[Any]) -> None:
+        """Append ``kc`` again (it moved: not a new commitment)."""
+        self.fifo.append(kc)
+        self.mark_ready_locked()
 
     def remove_locked(self, kc: Continuation[Any]) -> None:
         """Take a queued ``kc`` out before it started (stop, replace)."""
@@ -150,22 +190,25 @@ class RunQueue:
         except ValueError:
             if not (_remove_from(self.parked, kc) or _remove_from(self.woken, kc)):
                 raise AssertionError(f"{kc!r} is QUEUED but not on {self!r}") from None
+        if not (self.fifo or self.woken):
+            self.clear_ready_locked()
 
     def take_locked(self) -> Continuation[Any] | None:
         """Remove and return the next continuation that can start now, with
         its lock (if any) taken for the calling thread; or None.
 
         Continuations that cannot start are parked by key (see module doc).
+        Clears the queue's ready bit when nothing startable is left.
         """
         fifo = self.fifo
-        if not (self.parked or self.woken):
+        if not (self.parked or self.woken) and fifo:
             # Fast path: nothing waits, so ready order is plain FIFO.
-            if not fifo:
-                return None
             kc = fifo[0]
             lock = kc._lock
             if not (kc._flags & RUNNING or (lock is not None and not lock._try_acquire())):
                 fifo.popleft()
+                if not fifo:
+                    self.clear_ready_locked()
                 return kc
         return self._take_slow_locked()
 
@@ -200,7 +243,10 @@ class RunQueue:
                     parked[key] = deque((kc,))
                     continue
             else:
+                self.clear_ready_locked()
                 return None
+            if not (fifo or woken):
+                self.clear_ready_locked()
             return kc
 
     def _blocked_locked(self, kc: Continuation[Any]) -> bool:
@@ -230,6 +276,7 @@ class RunQueue:
         if sub is None:
             return False
         self.woken[key] = sub
+        self.mark_ready_locked()
         return True
 
 

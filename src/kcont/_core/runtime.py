@@ -43,6 +43,7 @@ from .flags import DESTROYED, PENDING, QUEUED
 from .runqueue import COUNTERS
 from .timerwheel import TimerWheel
 from .workqueue import (
+    ALL_BANDS,
     BAND_NAMES,
     BAND_SOFT,
     BAND_THREAD,
@@ -78,15 +79,18 @@ class CPU:
     """A virtual CPU of a runtime: the seed's ``struct cpu_info *ci``.
 
     ``rqs[band]`` lists the run queues this CPU serves in that band (its own
-    per-CPU queues and the shared queues), highest priority first.
+    per-CPU queues and the shared queues), highest priority first;
+    ``ready[band]`` has bit ``i`` set iff ``rqs[band][i]`` has an entry that
+    may start (see :mod:`kcont._core.runqueue`).  Both are S.
     """
 
-    __slots__ = ("__weakref__", "index", "rqs", "rt")
+    __slots__ = ("__weakref__", "index", "ready", "rqs", "rt")
 
     def __init__(self, rt: RuntimeCore, index: int) -> None:
         self.rt = rt
         self.index = index
         self.rqs: tuple[list[RunQueue], list[RunQueue]] = ([], [])
+        self.ready = [0, 0]
 
     @property
     def runtime(self) -> RuntimeCore:
@@ -188,10 +192,22 @@ class RuntimeCore:
         wq = Workqueue(self, name, pri, flags, predefined=predefined, order=next(self._wq_order))
         self._workqueues.append(wq)
         for i, cpu in enumerate(self.cpus):
-            band_list = cpu.rqs[wq.band]
-            band_list.append(wq.rqs[i])
-            band_list.sort(key=lambda rq: (-rq.pri, rq.wq.order))
+            cpu.rqs[wq.band].append(wq.rqs[i])
+        self._rank_locked(wq.band)
         return wq
+
+    def _rank_locked(self, band: int) -> None:
+        """Sort each CPU's run queues of ``band`` by priority (then creation)
+        and give each its ready bit; rebuild the ready masks."""
+        for cpu in self.cpus:
+            rqs = cpu.rqs[band]
+            rqs.sort(key=lambda rq: (-rq.pri, rq.wq.order))
+            mask = 0
+            for rank, rq in enumerate(rqs):
+                rq.bit = 1 << rank
+                if rq.fifo or rq.woken:
+                    mask |= rq.bit
+            cpu.ready[band] = mask
 
     def workqueue(self, pri: int, *, percpu: bool = False) -> Workqueue:
         """Acquire the queue at priority ``pri`` (Pythonic form of
@@ -234,6 +250,7 @@ class RuntimeCore:
         self._workqueues.remove(wq)
         for i, cpu in enumerate(self.cpus):
             cpu.rqs[wq.band].remove(wq.rqs[i])
+        self._rank_locked(wq.band)
 
     @property
     def workqueues(self) -> tuple[Workqueue, ...]:
@@ -470,6 +487,7 @@ def bind_cpu(cpu: CPU) -> Iterator[CPU]:
 
 
 __all__ = [
+    "ALL_BANDS",
     "BAND_NAMES",
     "BAND_SOFT",
     "BAND_THREAD",

@@ -57,6 +57,7 @@ PRI_LOW = 63  # below the kernel bands
 BAND_SOFT = 0
 BAND_THREAD = 1
 BAND_NAMES = ("soft", "thread")
+ALL_BANDS = (BAND_SOFT, BAND_THREAD)  # a CPU's bands, in dispatch order
 
 WQ_PERCPU = 0x1
 _KNOWN_FLAGS = WQ_PERCPU
