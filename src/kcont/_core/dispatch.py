@@ -49,7 +49,6 @@ from .continuation import begin_locked, end_locked
 
 if TYPE_CHECKING:
     from .continuation import Continuation
-    from .runqueue import RunQueue
     from .runtime import CPU, RuntimeCore
 
 
