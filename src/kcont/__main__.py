@@ -10,8 +10,6 @@ import argparse
 import sys
 from collections.abc import Callable, Sequence
 
-from .netstack import cli as netstack_cli
-
 Command = Callable[[argparse.Namespace], int]
 
 
@@ -31,10 +29,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     demo = sub.add_parser(
         "demo",
-        help="the main job: an SMP UDP packet pipeline on kcont (loopback), compared with asyncio",
+        help="the main job (for now: the simulated tour; the packet pipeline replaces it)",
+        description="Runs kcont's main demonstration.",
     )
-    netstack_cli.add_arguments(demo)
-    demo.set_defaults(handler=netstack_cli.run)
+    demo.add_argument("--seed", type=int, default=None, help="CPU interleaving seed (default: round robin)")
+    demo.add_argument("--ncpu", type=int, default=2, help="number of virtual CPUs (default: 2)")
+    demo.set_defaults(handler=_cmd_example)
 
     example = sub.add_parser(
         "tour",
