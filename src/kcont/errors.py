@@ -90,7 +90,7 @@ class NoRuntimeError(KcontError, RuntimeError):
 
 
 class HaltTimeoutError(KcontError, TimeoutError):
-    """``halt()`` or ``destroy()`` gave up waiting for a running invocation."""
+    """``halt()``, ``destroy()`` or ``flush()`` gave up waiting for an invocation."""
 
 
 class SimDeadlockError(KcontError, RuntimeError):

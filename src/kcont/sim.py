@@ -29,7 +29,7 @@ from typing import Any, NamedTuple
 from ._core.continuation import Continuation, expire_locked
 from ._core.dispatch import dispatch
 from ._core.runtime import ALL_BANDS, CPU, RuntimeCore, ShutdownAccount, _tls
-from .errors import SimDeadlockError
+from .errors import InvalidArgumentError, SimDeadlockError
 
 __all__ = ["SimRuntime", "TraceEvent"]
 
@@ -94,10 +94,19 @@ class SimRuntime(RuntimeCore):
     def _now(self) -> int:
         return self._ticks
 
-    def _wait_ended_locked(self, kc: Continuation[Any], timeout: float | None) -> None:
-        raise SimDeadlockError(
-            f"waiting for {kc!r} to finish can never end on the simulated runtime's single thread"
-        )
+    def _wait_locked(self, done: Callable[[], bool], timeout: float | None, what: str) -> None:
+        # Nothing else can make progress on this thread: step the runtime
+        # until the wait is over (that may run unrelated continuations).
+        while not done():
+            if self._stepping:
+                raise SimDeadlockError(f"{what}: cannot wait inside a continuation on the simulated runtime")
+            self._lock.release()
+            try:
+                progressed = self.step() is not None
+            finally:
+                self._lock.acquire()
+            if not progressed and not done():
+                raise SimDeadlockError(f"{what}: can never end (nothing left to run at tick {self._ticks})")
 
     def _report_exception(self, kc: Continuation[Any], exc: BaseException) -> None:
         if self.reraise or not isinstance(exc, Exception):
@@ -151,6 +160,8 @@ class SimRuntime(RuntimeCore):
             SimDeadlockError: more than ``max_steps`` ran (a continuation that
                 re-schedules itself forever).
         """
+        if not isinstance(max_steps, int) or isinstance(max_steps, bool):
+            raise TypeError(f"max_steps must be an int, not {type(max_steps).__name__}")
         ran = 0
         while self.step() is not None:
             ran += 1
@@ -161,8 +172,10 @@ class SimRuntime(RuntimeCore):
     def advance(self, nticks: int = 1) -> int:
         """Run what is ready, then move time ``nticks`` ticks forward one at a
         time, running what expires at each tick.  Returns how many ran."""
-        if not isinstance(nticks, int) or nticks < 0:
-            raise ValueError(f"nticks must be an int >= 0, not {nticks!r}")
+        if not isinstance(nticks, int) or isinstance(nticks, bool):
+            raise TypeError(f"nticks must be an int, not {type(nticks).__name__}")
+        if nticks < 0:
+            raise InvalidArgumentError(f"nticks must be >= 0, not {nticks}")
         ran = self.run_until_idle()
         expired: list[Continuation[Any]] = []
         for _ in range(nticks):
@@ -204,8 +217,16 @@ class SimRuntime(RuntimeCore):
 
     def shutdown(self, *, cancel: bool = False) -> ShutdownAccount:
         """Refuse new work, stop pending timers, run (or with ``cancel``,
-        cancel) committed invocations, and account for everything."""
+        cancel) committed invocations, and account for everything.
+
+        Called from inside a continuation, it closes the runtime and returns
+        the account of that moment; a later call (outside) runs what was
+        committed and returns the final account.  Calling it again is allowed.
+        """
+        if not isinstance(cancel, bool):
+            raise TypeError(f"cancel must be a bool, not {type(cancel).__name__}")
         with self._lock:
-            pending, cancelled = self._close_locked(cancel)
-        self.run_until_idle()
-        return self._account(pending=pending, cancelled=cancelled, unfinished=0)
+            self._close_locked(cancel)
+        if not self._stepping:
+            self.run_until_idle()
+        return self._account()

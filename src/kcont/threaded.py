@@ -49,13 +49,13 @@ import os
 import threading
 import time
 import weakref
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from ._core.continuation import Continuation, expire_locked
 from ._core.dispatch import dispatch
 from ._core.runqueue import RunQueue
-from ._core.runtime import CPU, RuntimeCore, ShutdownAccount, _tls
+from ._core.runtime import CPU, RuntimeCore, ShutdownAccount, _tls, check_timeout, logger
 from ._core.workqueue import BAND_NAMES, BAND_SOFT, BAND_THREAD
 from .errors import HaltTimeoutError, InvalidArgumentError, ShutdownError
 
@@ -117,13 +117,18 @@ class Runtime(RuntimeCore):
     ) -> None:
         if ncpu is None:
             ncpu = _available_cpus()
+        if not isinstance(max_thread_workers, int) or isinstance(max_thread_workers, bool):
+            raise TypeError(f"max_thread_workers must be an int, not {type(max_thread_workers).__name__}")
+        if max_thread_workers < 1:
+            raise InvalidArgumentError(f"max_thread_workers must be >= 1, not {max_thread_workers}")
+        for label, value in (("stall_threshold", stall_threshold), ("idle_timeout", idle_timeout)):
+            if check_timeout(value) is None or value <= 0:
+                raise InvalidArgumentError(f"{label} must be a number of seconds > 0, not {value!r}")
+        self._pin_map = _pin_map(pin, ncpu)
         super().__init__(ncpu, hz, name)
-        if not isinstance(max_thread_workers, int) or max_thread_workers < 1:
-            raise InvalidArgumentError(f"max_thread_workers must be an int >= 1, not {max_thread_workers!r}")
         self.max_thread_workers = max_thread_workers
         self.stall_threshold = float(stall_threshold)
         self.idle_timeout = float(idle_timeout)
-        self._pin_map = _pin_map(pin, ncpu)
         self._kick = self._kick_worker_locked
         self._time_funcs = True
         self._t0 = time.monotonic_ns()
@@ -193,6 +198,21 @@ class Runtime(RuntimeCore):
         thread.start()
 
     def _worker_main(self, worker: _Worker) -> None:
+        try:
+            self._work(worker)
+        except BaseException:  # a bug of ours: never leave shutdown waiting for a dead worker
+            logger.exception("kcont worker %s died", threading.current_thread().name)
+        finally:
+            with self._lock:
+                if worker.idle:
+                    worker.idle = False
+                    self._idle[worker.cpu.index][worker.band].remove(worker)
+                self._workers.remove(worker)
+                if worker.band == BAND_THREAD:
+                    self._thread_workers[worker.cpu.index] -= 1
+                self._ended.notify_all()
+
+    def _work(self, worker: _Worker) -> None:
         cpu = worker.cpu
         band = worker.band
         if self._pin_map is not None:
@@ -212,7 +232,7 @@ class Runtime(RuntimeCore):
                 if ready[band]:
                     continue
                 if self._abandon or (self._stopping and not any(rq.depth() for rq in cpu.rqs[band])):
-                    break
+                    return
                 worker.idle = True
                 idle_list.append(worker)
             if sem.acquire(True, timeout):
@@ -222,13 +242,8 @@ class Runtime(RuntimeCore):
                 if worker.idle:
                     worker.idle = False
                     idle_list.remove(worker)
-                    break
+                    return
             sem.acquire()  # the racing kick released it: consume and go on
-        with self._lock:
-            self._workers.remove(worker)
-            if band == BAND_THREAD:
-                self._thread_workers[cpu.index] -= 1
-            self._ended.notify_all()
 
     def _kick_worker_locked(self, rq: RunQueue) -> None:
         band = rq.wq.band
@@ -349,14 +364,14 @@ class Runtime(RuntimeCore):
 
     # -- waiting -------------------------------------------------------------
 
-    def _wait_ended_locked(self, kc: Continuation[Any], timeout: float | None) -> None:
+    def _wait_locked(self, done: Callable[[], bool], timeout: float | None, what: str) -> None:
         deadline = None if timeout is None else time.monotonic() + timeout
         self._ended_waiters += 1
         try:
-            while kc.running:
+            while not done():
                 remaining = None if deadline is None else deadline - time.monotonic()
                 if remaining is not None and remaining <= 0:
-                    raise HaltTimeoutError(f"{kc!r} still running after {timeout} s")
+                    raise HaltTimeoutError(f"{what}: still waiting after {timeout} s")
                 self._ended.wait(remaining)
         finally:
             self._ended_waiters -= 1
@@ -367,6 +382,7 @@ class Runtime(RuntimeCore):
     def wait_idle(self, timeout: float | None = None) -> None:
         """Wait until nothing is queued or running (parked entries count as
         queued).  Raises ``TimeoutError`` after ``timeout`` seconds."""
+        timeout = check_timeout(timeout)
         deadline = None if timeout is None else time.monotonic() + timeout
         with self._lock:
             self._ended_waiters += 1
@@ -433,30 +449,27 @@ class Runtime(RuntimeCore):
             A :class:`~kcont.ShutdownAccount` (ran, failed, cancelled,
             pending, unfinished).
         """
+        timeout = check_timeout(timeout)
+        if not isinstance(cancel, bool) or not isinstance(wait, bool):
+            raise TypeError("wait and cancel must be bools")
         with self._lock:
             inside = any(w.thread is threading.current_thread() for w in self._workers)
         with self._shutdown_lock:
             with self._lock:
-                first = not self._closed
-                if first:
-                    self._pending_at_close, self._cancelled_at_close = self._close_locked(cancel)
+                if not self._closed or cancel:
+                    self._close_locked(cancel)
                     self._stopping = True
                     self._wake_all_locked()
-                elif cancel:
-                    _, more = self._close_locked(True)
-                    self._cancelled_at_close += more
-                    self._wake_all_locked()
             if inside or not wait:
-                return self._account_now()
+                return self._account()
             deadline = None if timeout is None else time.monotonic() + timeout
             with self._lock:
                 while self._workers and (deadline is None or time.monotonic() < deadline):
                     remaining = None if deadline is None else deadline - time.monotonic()
-                    self._ended.wait(0.05 if remaining is None else min(0.05, max(0.0, remaining)))
+                    self._ended.wait(remaining)
                 if self._workers:
                     # Gave up: cancel what never started, let idle workers go.
-                    _, more = self._close_locked(True)
-                    self._cancelled_at_close += more
+                    self._close_locked(True)
                     self._abandon = True
                     self._wake_all_locked()
             for worker in list(self._workers):
@@ -466,14 +479,7 @@ class Runtime(RuntimeCore):
                 self._wake_timer_locked()
             self._timer_thread.join(2.0)
             _live_runtimes.discard(self)
-            return self._account_now()
-
-    def _account_now(self) -> ShutdownAccount:
-        with self._lock:
-            unfinished = self._running
-        return self._account(
-            pending=self._pending_at_close, cancelled=self._cancelled_at_close, unfinished=unfinished
-        )
+            return self._account()
 
     # -- statistics ------------------------------------------------------------
 
@@ -504,14 +510,23 @@ def _available_cpus() -> int:
 def _pin_map(pin: bool | Sequence[int], ncpu: int) -> list[int] | None:
     if pin is False:
         return None
+    if not isinstance(ncpu, int):
+        return None  # RuntimeCore reports the bad ncpu
     if not hasattr(os, "sched_setaffinity"):
         raise InvalidArgumentError("pinning needs os.sched_setaffinity (Linux)")
     allowed = sorted(os.sched_getaffinity(0))
     if pin is True:
         return [allowed[i % len(allowed)] for i in range(ncpu)]
+    if not isinstance(pin, Sequence) or isinstance(pin, str):
+        raise TypeError(f"pin must be a bool or a sequence of OS CPU numbers, not {type(pin).__name__}")
     mapping = list(pin)
     if len(mapping) != ncpu:
         raise InvalidArgumentError(f"pin gives {len(mapping)} OS CPUs for {ncpu} virtual CPUs")
+    for os_cpu in mapping:
+        if not isinstance(os_cpu, int) or isinstance(os_cpu, bool):
+            raise TypeError(f"pin: OS CPU numbers must be ints, not {type(os_cpu).__name__}")
+        if os_cpu not in allowed:
+            raise InvalidArgumentError(f"pin: OS CPU {os_cpu} is not one this process may use ({allowed})")
     return mapping
 
 

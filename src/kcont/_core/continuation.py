@@ -77,7 +77,7 @@ from .flags import (
     flag_names,
 )
 from .mutex import Mutex
-from .runtime import CPU, _tls, current_runtime
+from .runtime import CPU, _tls, check_timeout, current_runtime
 from .workqueue import PredefinedQueue, Workqueue
 
 if TYPE_CHECKING:
@@ -185,7 +185,7 @@ class Continuation(Generic[A]):
 
     # -- scheduling ---------------------------------------------------------
 
-    def schedule(self, nticks: int = 0, cpu: CPU | None = None) -> None:
+    def schedule(self, nticks: int = 0, cpu: CPU | None = None, *, ack: bool = False) -> None:
         """Commit an invocation now (``nticks=0``) or arm the timer.
 
         Re-scheduling a PENDING continuation replaces its deadline and CPU.
@@ -195,6 +195,9 @@ class Continuation(Generic[A]):
             cpu: the CPU to run on (per-CPU queues only); None means the
                 calling thread's CPU for a per-CPU queue, or the first CPU
                 free for a shared queue.
+            ack: clear INVOKING first, atomically (``ack()`` then
+                ``schedule()`` with no window between them: NetBSD's
+                ``callout_schedule``, for a function that re-arms itself).
 
         Raises:
             BusyError: INVOKING is set (EBUSY); ``ack()`` it first.
@@ -203,11 +206,11 @@ class Continuation(Generic[A]):
             DestroyedError: the continuation was destroyed.
             ShutdownError: the runtime is shut down.
         """
-        code = self._schedule(cpu, nticks)
+        code = self._schedule(cpu, nticks, ack)
         if code:
             raise self._refusal(code, cpu, nticks)
 
-    def _schedule(self, cpu: CPU | None, nticks: int) -> int:
+    def _schedule(self, cpu: CPU | None, nticks: int, ack: bool = False) -> int:
         """The schedule transition; returns 0 or an ``R_*`` refusal code."""
         wq = self._wq
         rt = wq.rt
@@ -225,7 +228,7 @@ class Continuation(Generic[A]):
         if nticks.__class__ is not int:
             nticks = _check_ticks(nticks)
         if nticks:
-            return self._arm(rt, rq, nticks)
+            return self._arm(rt, rq, nticks, ack)
         # Immediate: the softint/workqueue path, kept short on purpose.  The
         # context is this scheduling's own copy, run as is by the dispatcher.
         ctx = copy_context()
@@ -233,6 +236,8 @@ class Continuation(Generic[A]):
         lock.acquire()
         try:
             flags = self._flags
+            if ack:
+                flags &= ~INVOKING
             if flags & (INVOKING | DESTROYED | PENDING | QUEUED) or rt._closed:
                 if flags & (INVOKING | DESTROYED) or rt._closed:
                     return self._refused_locked(rq)
@@ -260,7 +265,7 @@ class Continuation(Generic[A]):
             lock.release()
         return 0
 
-    def _arm(self, rt: RuntimeCore, rq: RunQueue, nticks: int) -> int:
+    def _arm(self, rt: RuntimeCore, rq: RunQueue, nticks: int, ack: bool) -> int:
         """The timer half of ``_schedule`` (``nticks != 0``)."""
         if nticks < 0:
             return R_NEGATIVE
@@ -269,6 +274,8 @@ class Continuation(Generic[A]):
         lock.acquire()
         try:
             flags = self._flags
+            if ack:
+                flags &= ~INVOKING
             if flags & (INVOKING | DESTROYED) or rt._closed:
                 return self._refused_locked(rq)
             if flags & QUEUED:
@@ -303,7 +310,9 @@ class Continuation(Generic[A]):
         if cpu.__class__ is not CPU:
             raise TypeError(f"cpu must be a kcont CPU handle or None, not {type(cpu).__name__}")
         wq = self._wq
-        if cpu.rt is not wq.rt:
+        cpus = wq.rt.cpus
+        index = cpu.index
+        if not (0 <= index < len(cpus) and cpus[index] is cpu):
             return R_FOREIGN_CPU
         if not wq.percpu:
             return R_NOPERCPU
@@ -370,6 +379,8 @@ class Continuation(Generic[A]):
             rq.remove_locked(self)
             flags &= ~(QUEUED | INVOKING | EXPIRED)
             rq.stopped += 1
+            if self._wq.rt._ended_waiters:
+                self._wq.rt._notify_ended_locked()  # a flush may be waiting for it
         else:
             self._flags = flags & ~EXPIRED
             return bool(flags & EXPIRED)
@@ -394,6 +405,9 @@ class Continuation(Generic[A]):
             HaltTimeoutError: ``timeout`` seconds passed with the function
                 still running (it is stopped, not interrupted).
         """
+        timeout = check_timeout(timeout)
+        if interlock is not None and not (hasattr(interlock, "acquire") and hasattr(interlock, "release")):
+            raise TypeError(f"interlock must be a lock (kcont.Mutex) or None, not {type(interlock).__name__}")
         rt = self._wq.rt
         with rt._lock:
             expired = self._stop_locked()
@@ -410,7 +424,7 @@ class Continuation(Generic[A]):
             with rt._lock:
                 rt._halting[self] = rt._halting.get(self, 0) + 1
                 try:
-                    rt._wait_ended_locked(self, timeout)
+                    rt._wait_locked(self._not_running_locked, timeout, f"halt of {self!r}")
                 finally:
                     left = rt._halting[self] - 1
                     if left:
@@ -420,6 +434,39 @@ class Continuation(Generic[A]):
         finally:
             if interlock is not None:
                 interlock.acquire()
+
+    def _not_running_locked(self) -> bool:
+        return not self._flags & RUNNING
+
+    def flush(self, timeout: float | None = None) -> bool:
+        """Wait until the committed invocation, if any, has run, and no
+        invocation runs (Linux ``flush_work``; NetBSD ``workqueue_wait``).
+        Unlike :meth:`halt`, nothing is cancelled; a pending timer is left
+        alone.  Called from the continuation's own function, it returns at
+        once.  On the simulated runtime it steps the runtime until done.
+
+        Returns:
+            True if there was something to wait for.
+
+        Raises:
+            HaltTimeoutError: ``timeout`` seconds passed.
+        """
+        timeout = check_timeout(timeout)
+        rt = self._wq.rt
+        with rt._lock:
+            if not self._flags & (QUEUED | RUNNING) or self._runner == _get_ident():
+                return False
+            rt._wait_locked(self._flushed_locked, timeout, f"flush of {self!r}")
+            return True
+
+    def _flushed_locked(self) -> bool:
+        return not self._flags & (QUEUED | RUNNING)
+
+    @property
+    def running_here(self) -> bool:
+        """True when called from this continuation's own function (the
+        calling thread is running it)."""
+        return self._runner == _get_ident()
 
     def destroy(self, timeout: float | None = None) -> None:
         """Halt and retire the continuation: every later schedule, setfunc,
@@ -434,6 +481,7 @@ class Continuation(Generic[A]):
                 still running (the continuation stays destroyed and is
                 released when the function returns).
         """
+        timeout = check_timeout(timeout)
         rt = self._wq.rt
         with rt._lock:
             flags = self._flags

@@ -7,7 +7,7 @@ What it owns
     (:meth:`RuntimeCore._now`), how a CPU is told it has work
     (``RuntimeCore._kick``), how the timer is told of an earlier deadline
     (:meth:`RuntimeCore._kick_timer`) and how a thread waits for an invocation
-    to end (:meth:`RuntimeCore._wait_ended_locked`).  Everything else, the
+    to end (:meth:`RuntimeCore._wait_locked`).  Everything else, the
     state machine, the ordering rules and the dispatch function, is shared.
 
 Current CPU and runtime
@@ -120,6 +120,9 @@ class RuntimeCore:
         self._created = 0  # S: continuations created
         self._closed = False  # S: no new continuation or scheduling
         self._running = 0  # S: invocations in progress
+        self._invoked_on_freed = 0  # S: invocations counted by queues since freed
+        self._pending_at_close = 0  # S: timers stopped by shutdown
+        self._cancelled_at_close = 0  # S: committed invocations cancelled by shutdown
         self._ctx_cache: Context | None = None  # S: see Continuation._schedule
         self._trace: list[Any] | None = None
         # S: run queues parked until a given continuation stops RUNNING.
@@ -150,12 +153,18 @@ class RuntimeCore:
     def _kick_timer(self, deadline: int) -> None:
         """A deadline earlier than ``_timer_wake`` was armed (state lock held)."""
 
-    def _wait_ended_locked(self, kc: Continuation[Any], timeout: float | None) -> None:
-        """Wait, releasing the state lock, until ``kc`` is not RUNNING."""
+    def _wait_locked(self, done: Callable[[], bool], timeout: float | None, what: str) -> None:
+        """Wait, releasing the state lock, until ``done()`` (called with the
+        state lock held) is true.  ``what`` names the wait in errors.
+
+        Raises:
+            HaltTimeoutError: ``timeout`` seconds passed.
+        """
         raise NotImplementedError
 
     def _notify_ended_locked(self) -> None:
-        """An invocation ended and ``_ended_waiters`` is non-zero."""
+        """An invocation ended or a queued entry was cancelled, and
+        ``_ended_waiters`` is non-zero."""
 
     def _wake_parked(self, waiter: tuple[RunQueue, Any]) -> None:
         """Mutex waiter: the lock a sub-queue parked on was released.
@@ -213,6 +222,8 @@ class RuntimeCore:
         """Acquire the queue at priority ``pri`` (Pythonic form of
         ``kcont_workqueue_acquire``).  The same ``(pri, percpu)`` returns the
         same queue; release it with ``wq.release()`` or ``with``."""
+        if not isinstance(percpu, bool):
+            raise TypeError(f"percpu must be a bool, not {type(percpu).__name__}")
         return self.acquire_workqueue(pri, WQ_PERCPU if percpu else 0)
 
     def acquire_workqueue(self, pri: int, flags: int = 0) -> Workqueue:
@@ -246,6 +257,7 @@ class RuntimeCore:
 
     def _free_workqueue_locked(self, wq: Workqueue) -> None:
         wq.freed = True
+        self._invoked_on_freed += sum(rq.invoked for rq in wq.unique_rqs())
         del self._acquired[(wq.pri, wq.flags)]
         self._workqueues.remove(wq)
         for i, cpu in enumerate(self.cpus):
@@ -357,28 +369,35 @@ class RuntimeCore:
 
     # -- shutdown helpers ----------------------------------------------------
 
-    def _account(self, *, pending: int, cancelled: int, unfinished: int) -> ShutdownAccount:
+    def _invoked_total_locked(self) -> int:
+        live = sum(rq.invoked for wq in self._workqueues for rq in wq.unique_rqs())
+        return live + self._invoked_on_freed
+
+    def _account(self) -> ShutdownAccount:
+        """The shutdown account so far (final once nothing runs)."""
         with self._lock:
-            ran = sum(rq.invoked for wq in self._workqueues for rq in wq.unique_rqs())
             return ShutdownAccount(
-                ran=ran, failed=self._failed, cancelled=cancelled, pending=pending, unfinished=unfinished
+                ran=self._invoked_total_locked(),
+                failed=self._failed,
+                cancelled=self._cancelled_at_close,
+                pending=self._pending_at_close,
+                unfinished=self._running,
             )
 
-    def _close_locked(self, cancel: bool) -> tuple[int, int]:
+    def _close_locked(self, cancel: bool) -> None:
         """Refuse new work; stop every pending timer and, if ``cancel``, every
-        queued invocation.  Returns (timers stopped, invocations cancelled)."""
+        queued invocation, adding them to the shutdown account.  Idempotent."""
         self._closed = True
         pending = list(self._wheel)
         for kc in pending:
             kc._stop_locked()
-        cancelled = 0
+        self._pending_at_close += len(pending)
         if cancel:
             for wq in self._workqueues:
                 for rq in wq.unique_rqs():
                     for kc in _queued_entries(rq):
                         kc._stop_locked()
-                        cancelled += 1
-        return len(pending), cancelled
+                        self._cancelled_at_close += 1
 
     def _queued_locked(self) -> int:
         """Entries committed and not started, parked ones included."""
@@ -442,6 +461,17 @@ def _describe(kc: Continuation[Any], now: int) -> dict[str, Any]:
         "queued": bool(kc._flags & QUEUED),
         "destroyed": bool(kc._flags & DESTROYED),
     }
+
+
+def check_timeout(timeout: object) -> float | None:
+    """``timeout`` as seconds (None: no limit); raises before any side effect."""
+    if timeout is None:
+        return None
+    if isinstance(timeout, bool) or not isinstance(timeout, (int, float)):
+        raise TypeError(f"timeout must be a number of seconds or None, not {type(timeout).__name__}")
+    if timeout != timeout or timeout < 0:  # NaN or negative
+        raise InvalidArgumentError(f"timeout must be >= 0 seconds, not {timeout!r}")
+    return float(timeout)
 
 
 def current_runtime() -> Any:

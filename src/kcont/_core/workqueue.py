@@ -103,6 +103,10 @@ class PredefinedQueue:
 
     def resolve(self, rt: RuntimeCore) -> Workqueue:
         """The queue of this name in runtime ``rt``."""
+        from .runtime import RuntimeCore
+
+        if not isinstance(rt, RuntimeCore):
+            raise TypeError(f"expected a kcont runtime, not {type(rt).__name__}")
         return rt._predefined[self.index]
 
     def __repr__(self) -> str:
@@ -175,7 +179,10 @@ class Workqueue:
         order: int,
     ) -> None:
         from .runqueue import RunQueue
+        from .runtime import RuntimeCore
 
+        if not isinstance(rt, RuntimeCore):
+            raise TypeError(f"expected a kcont runtime, not {type(rt).__name__}")
         self.rt = rt
         self.name = name
         self.pri = pri

@@ -1,0 +1,120 @@
+"""The benchmark suite runs in quick mode and reports what it promises (no
+timing assertions: CI only keeps the benchmarks from rotting)."""
+
+from __future__ import annotations
+
+import argparse
+import io
+import json
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from kcont import bench
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(scope="module")
+def quick_results(tmp_path_factory: pytest.TempPathFactory) -> tuple[dict[str, Any], str]:
+    path = tmp_path_factory.mktemp("bench") / "out.json"
+    out = io.StringIO()
+    parser = argparse.ArgumentParser()
+    bench.add_arguments(parser)
+    args = parser.parse_args(["--quick", "--json", str(path)])
+    assert bench.run_from_args(args, out) == 0
+    return json.loads(path.read_text()), out.getvalue()
+
+
+def test_quick_run_reports_every_benchmark(quick_results: tuple[dict[str, Any], str]) -> None:
+    """Every benchmark produces its group(s), with rows, and the tables are printed."""
+    results, text = quick_results
+    assert set(results) == {"meta", "groups", "targets"}
+    names = [g["name"] for g in results["groups"]]
+    for name in bench.BENCHMARKS:
+        assert name in names, name
+    assert names.count("timers") == len(results["meta"]["sizes"])
+    for g in results["groups"]:
+        assert {"name", "title", "kind", "params", "rows", "notes", "skipped"} <= set(g)
+        assert g["rows"], g["name"]
+        assert f"== {g['title']} ==" in text
+    assert "== Targets" in text
+
+
+def test_rows_carry_medians_and_ratios(quick_results: tuple[dict[str, Any], str]) -> None:
+    """ns/op rows have a median and per-round values; kcont rows have ratios to
+    their floor and competitor."""
+    results, _ = quick_results
+    for g in results["groups"]:
+        for row in g["rows"]:
+            if g["kind"] == "ns":
+                assert row["ns_per_op"] > 0
+                assert len(row["ns_rounds"]) == results["meta"]["rounds"] or g["name"] == "timers"
+                if row["role"] == "kcont":
+                    assert row["x_floor"] is not None and row["x_floor"] > 0, row["case"]
+            elif g["kind"] == "bytes":
+                assert row["bytes_per_object"] > 0
+            else:
+                assert row["samples"] > 0 and row["p99_us"] >= row["p50_us"] > 0
+    timers = [g for g in results["groups"] if g["name"] == "timers"]
+    cases = {r["case"] for r in timers[0]["rows"]}
+    assert {"kcont rearm later", "kcont rearm random", "kcont stop + schedule"} <= cases
+    assert {"wheel rearm later (floor)", "asyncio call_later + cancel"} <= cases
+
+
+def test_targets_have_verdicts(quick_results: tuple[dict[str, Any], str]) -> None:
+    """Each of issue 7's targets is listed with met / not met (or not measured)."""
+    results, _ = quick_results
+    targets = results["targets"]
+    text = " ".join(t["target"] for t in targets)
+    for word in ("immediate", "cross-thread", "bare wheel", "memory", "wake-up"):
+        assert word in text, word
+    for t in targets:
+        assert t["met"] in (True, False, None)
+        assert (t["met"] is None) == (t["value"] is None)
+
+
+def test_plot_or_reason(tmp_path: Path, quick_results: tuple[dict[str, Any], str]) -> None:
+    """--plot writes a PNG when matplotlib is installed, else says why not."""
+    results, _ = quick_results
+    groups = [bench.Group(**g) for g in results["groups"]]
+    path = tmp_path / "timers.png"
+    problem = bench.write_plot(groups, str(path))
+    if problem is None:
+        assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    else:
+        assert "matplotlib" in problem
+
+
+def test_script_runs(tmp_path: Path) -> None:
+    """``python benchmarks/run.py`` works (here on one small benchmark)."""
+    path = tmp_path / "r.json"
+    proc = subprocess.run(
+        [
+            sys.executable,
+            str(ROOT / "benchmarks" / "run.py"),
+            "--quick",
+            "--only",
+            "memory",
+            "--json",
+            str(path),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert "Memory per pending timer" in proc.stdout
+    assert json.loads(path.read_text())["groups"][0]["name"] == "memory"
+
+
+def test_bad_options_are_refused() -> None:
+    parser = argparse.ArgumentParser()
+    bench.add_arguments(parser)
+    with pytest.raises(SystemExit):
+        parser.parse_args(["--only", "nonsense"])
+    assert bench._parse_sizes("1e3, 2e4") == [1000, 20000]
+    assert bench._parse_only("timers,cross-thread") == ("cross", "timers")
