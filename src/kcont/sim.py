@@ -83,6 +83,7 @@ class SimRuntime(RuntimeCore):
         self._rr = 0
         self._stepping = False
         self.reraise = reraise
+        self._timer_wake = 0  # no timer thread: never told of earlier deadlines
         if trace:
             self._trace = []
 
@@ -128,46 +129,62 @@ class SimRuntime(RuntimeCore):
         Raises:
             SimDeadlockError: called from inside a continuation's function.
         """
-        if self._stepping:
-            raise SimDeadlockError("the simulated runtime cannot be stepped from inside a continuation")
-        cpus = self.cpus
-        if cpu is None:
-            start = self._rr if self._rng is None else self._rng.randrange(len(cpus))
-            order = cpus[start:] + cpus[:start] if start else cpus
-        elif cpu.__class__ is CPU and cpu.rt is self:
-            order = (cpu,)
-        else:
+        if cpu is not None and not (cpu.__class__ is CPU and cpu.rt is self):
             raise TypeError(f"{cpu!r} is not a CPU of {self!r}")
-        self._stepping = True
-        previous = _tls.cpu
-        try:
-            for candidate in order:
-                _tls.cpu = candidate
-                kc = dispatch(self, candidate, ALL_BANDS)
-                if kc is not None:
-                    self._rr = candidate.index + 1 if candidate.index + 1 < len(cpus) else 0
-                    return kc
-            return None
-        finally:
-            _tls.cpu = previous
-            self._stepping = False
+        return self._run(cpu, 1)[1]
 
     def run_until_idle(self, max_steps: int = 1_000_000) -> int:
         """Run every continuation that can start at the current tick (including
-        those they schedule with ``nticks=0``).  Returns how many ran.
+        those they schedule with ``nticks=0``), one step at a time as
+        :meth:`step` would.  Returns how many ran.
 
         Raises:
-            SimDeadlockError: more than ``max_steps`` ran (a continuation that
-                re-schedules itself forever).
+            SimDeadlockError: ``max_steps`` ran and more are ready (a
+                continuation that re-schedules itself forever).
         """
         if not isinstance(max_steps, int) or isinstance(max_steps, bool):
             raise TypeError(f"max_steps must be an int, not {type(max_steps).__name__}")
-        ran = 0
-        while self.step() is not None:
-            ran += 1
-            if ran >= max_steps:
-                raise SimDeadlockError(f"still busy after {max_steps} steps at tick {self._ticks}")
+        ran = self._run(None, max_steps)[0]
+        if ran >= max_steps and self._ready():
+            raise SimDeadlockError(f"still busy after {max_steps} steps at tick {self._ticks}")
         return ran
+
+    def _ready(self) -> bool:
+        return any(any(cpu.ready) for cpu in self.cpus)
+
+    def _run(self, cpu: CPU | None, steps: int) -> tuple[int, Continuation[Any] | None]:
+        """Up to ``steps`` steps (see :meth:`step`); returns how many ran and
+        the last continuation run."""
+        if self._stepping:
+            raise SimDeadlockError("the simulated runtime cannot be stepped from inside a continuation")
+        cpus = self.cpus
+        ncpu = len(cpus)
+        rng = self._rng
+        ran = 0
+        last = None
+        self._stepping = True
+        previous = _tls.cpu
+        try:
+            while ran < steps:
+                if cpu is not None:
+                    order: tuple[CPU, ...] = (cpu,)
+                else:
+                    start = self._rr if rng is None else rng.randrange(ncpu)
+                    order = cpus[start:] + cpus[:start] if start else cpus
+                for candidate in order:
+                    _tls.cpu = candidate
+                    kc = dispatch(self, candidate, ALL_BANDS)
+                    if kc is not None:
+                        break
+                else:
+                    break
+                last = kc
+                ran += 1
+                self._rr = candidate.index + 1 if candidate.index + 1 < ncpu else 0
+        finally:
+            _tls.cpu = previous
+            self._stepping = False
+        return ran, last
 
     def advance(self, nticks: int = 1) -> int:
         """Run what is ready, then move time ``nticks`` ticks forward one at a

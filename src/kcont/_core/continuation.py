@@ -227,46 +227,6 @@ class Continuation(Generic[A]):
             rq = target  # type: ignore[assignment]
         if nticks.__class__ is not int:
             nticks = _check_ticks(nticks)
-        if nticks:
-            return self._arm(rt, rq, nticks, ack)
-        # Immediate: the softint/workqueue path, kept short on purpose.  The
-        # context is this scheduling's own copy, run as is by the dispatcher.
-        ctx = copy_context()
-        lock = rt._lock
-        lock.acquire()
-        try:
-            flags = self._flags
-            if ack:
-                flags &= ~INVOKING
-            if flags & (INVOKING | DESTROYED | PENDING | QUEUED) or rt._closed:
-                if flags & (INVOKING | DESTROYED) or rt._closed:
-                    return self._refused_locked(rq)
-                self._leave_locked(flags)  # a pending timer or an acked entry: replaced
-                flags = self._flags
-            self._ctx = ctx
-            self._rq = rq
-            self._flags = (flags & ~SHARED_CTX) | EXPIRED | INVOKING | QUEUED
-            # RunQueue.enqueue_locked, inlined on this hot path.
-            fifo = rq.fifo
-            fifo.append(self)
-            rq.scheduled += 1
-            if len(fifo) > rq.depth_hwm:
-                rq.depth_hwm = len(fifo)
-            here = rq.cpu
-            if here is not None:
-                here.ready[rq.band] |= rq.bit
-            else:
-                rq.mark_ready_locked()
-            if rt._kick is not None:
-                rt._kick(rq)
-            if rt._trace is not None:
-                rt._record("schedule", self, rq.cpu, 0)
-        finally:
-            lock.release()
-        return 0
-
-    def _arm(self, rt: RuntimeCore, rq: RunQueue, nticks: int, ack: bool) -> int:
-        """The timer half of ``_schedule`` (``nticks != 0``)."""
         if nticks < 0:
             return R_NEGATIVE
         ctx = copy_context()
@@ -276,29 +236,48 @@ class Continuation(Generic[A]):
             flags = self._flags
             if ack:
                 flags &= ~INVOKING
-            if flags & (INVOKING | DESTROYED) or rt._closed:
-                return self._refused_locked(rq)
-            if flags & QUEUED:
-                self._leave_locked(flags)  # an acked entry: replaced
+            if flags & (INVOKING | DESTROYED | QUEUED) or rt._closed or (not nticks and flags & PENDING):
+                if flags & (INVOKING | DESTROYED) or rt._closed:
+                    return self._refused_locked(rq)
+                self._leave_locked(flags)  # an acked entry, or a timer made immediate: replaced
                 flags = self._flags
-            # Contexts equal to the last one captured share its object, so a
-            # pending timer costs no Context of its own; the dispatcher runs
-            # a copy (SHARED_CTX), so nothing leaks between invocations.
-            if ctx == rt._ctx_cache:
-                ctx = rt._ctx_cache
-            else:
-                rt._ctx_cache = ctx
-            self._ctx = ctx
             self._rq = rq
-            wheel = rt._wheel
-            deadline = rt._now() + nticks
-            if deadline <= wheel.now:
-                deadline = wheel.now + 1
-            wheel.arm(self, deadline)
-            self._flags = (flags & ~EXPIRED) | PENDING | SHARED_CTX
-            rq.armed += 1
-            if deadline < rt._timer_wake:
-                rt._kick_timer(deadline)
+            if nticks:
+                # Contexts equal to the last one captured share its object, so
+                # a pending timer costs no Context of its own; the dispatcher
+                # runs a copy (SHARED_CTX), so nothing leaks between invocations.
+                if ctx == rt._ctx_cache:
+                    ctx = rt._ctx_cache
+                else:
+                    rt._ctx_cache = ctx
+                self._ctx = ctx
+                wheel = rt._wheel
+                deadline = rt._now() + nticks
+                if deadline <= wheel.now:
+                    deadline = wheel.now + 1
+                wheel.arm(self, deadline)  # a re-arm if PENDING: O(1), no allocation
+                self._flags = (flags & ~EXPIRED) | PENDING | SHARED_CTX
+                rq.armed += 1
+                if deadline < rt._timer_wake:
+                    rt._kick_timer(deadline)
+            else:
+                # Immediate: the softint/workqueue path.  The context is this
+                # scheduling's own copy, run as is by the dispatcher.
+                self._ctx = ctx
+                self._flags = (flags & ~SHARED_CTX) | EXPIRED | INVOKING | QUEUED
+                # RunQueue.enqueue_locked, inlined on this hot path.
+                fifo = rq.fifo
+                fifo.append(self)
+                rq.scheduled += 1
+                if len(fifo) > rq.depth_hwm:
+                    rq.depth_hwm = len(fifo)
+                here = rq.cpu
+                if here is not None:
+                    here.ready[rq.band] |= rq.bit
+                else:
+                    rq.mark_ready_locked()
+                if rt._kick is not None:
+                    rt._kick(rq)
             if rt._trace is not None:
                 rt._record("schedule", self, rq.cpu, nticks)
         finally:
@@ -365,9 +344,12 @@ class Continuation(Generic[A]):
             it, no invocation starts after ``stop`` returns.  ``stop`` does not
             wait for a running invocation: use :meth:`halt`.
         """
-        rt = self._wq.rt
-        with rt._lock:
+        lock = self._wq.rt._lock
+        lock.acquire()
+        try:
             return self._stop_locked()
+        finally:
+            lock.release()
 
     def _stop_locked(self) -> bool:
         flags = self._flags
@@ -511,10 +493,11 @@ class Continuation(Generic[A]):
     def ack(self) -> bool:
         """Clear INVOKING and return its previous value (the seed's
         ``kcont_ack``).  A function that re-arms itself calls ``ack()`` first."""
-        rt = self._wq.rt
-        with rt._lock:
-            flags = self._flags
-            self._flags = flags & ~INVOKING
+        lock = self._wq.rt._lock
+        lock.acquire()
+        flags = self._flags
+        self._flags = flags & ~INVOKING
+        lock.release()
         return bool(flags & INVOKING)
 
     @property
