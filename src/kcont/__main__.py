@@ -1,22 +1,40 @@
 """The kcont command line: ``python -m kcont <command>`` (or ``kcont <command>``).
 
-Each command lives in its own module and registers itself here; ``--help``
-lists them.
+Each command lives in its own module, which provides ``add_arguments(parser)``
+and a runner taking the parsed arguments and returning the exit status;
+``--help`` lists them.
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib
 import sys
 from collections.abc import Callable, Sequence
 
 Command = Callable[[argparse.Namespace], int]
 
-
-def _cmd_example(args: argparse.Namespace) -> int:
-    from .examples import simulated_tour
-
-    return simulated_tour(seed=args.seed, ncpu=args.ncpu, out=sys.stdout)
+# (command, module under kcont, runner attribute, one-line help)
+COMMANDS = (
+    (
+        "demo",
+        "netstack.cli",
+        "run",
+        "the main job: an SMP UDP packet pipeline on kcont (loopback), side by side with asyncio",
+    ),
+    (
+        "tour",
+        "examples",
+        "run_tour",
+        "a guided tour on the simulated runtime: timers, priorities, locks, trace",
+    ),
+    (
+        "bench",
+        "bench",
+        "run_from_args",
+        "benchmarks: kcont beside the deque floor, asyncio, uvloop, sched, Twisted and threads",
+    ),
+)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -26,26 +44,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sub = parser.add_subparsers(dest="command", metavar="command")
     sub.required = True
-
-    demo = sub.add_parser(
-        "demo",
-        help="the main job (for now: the simulated tour; the packet pipeline replaces it)",
-        description="Runs kcont's main demonstration.",
-    )
-    demo.add_argument("--seed", type=int, default=None, help="CPU interleaving seed (default: round robin)")
-    demo.add_argument("--ncpu", type=int, default=2, help="number of virtual CPUs (default: 2)")
-    demo.set_defaults(handler=_cmd_example)
-
-    example = sub.add_parser(
-        "tour",
-        help="a guided tour on the simulated runtime: timers, priorities, locks, stop/halt, trace",
-        description="Runs a short scenario on SimRuntime and prints its deterministic trace.",
-    )
-    example.add_argument(
-        "--seed", type=int, default=None, help="CPU interleaving seed (default: round robin)"
-    )
-    example.add_argument("--ncpu", type=int, default=2, help="number of virtual CPUs (default: 2)")
-    example.set_defaults(handler=_cmd_example)
+    for name, module_name, runner, help_text in COMMANDS:
+        module = importlib.import_module(f"kcont.{module_name}")
+        command = sub.add_parser(name, help=help_text, description=help_text)
+        module.add_arguments(command)
+        command.set_defaults(handler=getattr(module, runner))
     return parser
 
 

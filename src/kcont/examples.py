@@ -90,3 +90,16 @@ def simulated_tour(seed: int | None = None, ncpu: int = 2, out: TextIO | None = 
         )
     )
     return 0
+
+
+def add_arguments(parser: Any) -> None:
+    """Options of ``kcont tour``."""
+    parser.add_argument("--seed", type=int, default=None, help="CPU interleaving seed (default: round robin)")
+    parser.add_argument("--ncpu", type=int, default=2, help="number of virtual CPUs (default: 2)")
+
+
+def run_tour(args: Any) -> int:
+    """``kcont tour``: the simulated tour on standard output."""
+    import sys
+
+    return simulated_tour(seed=args.seed, ncpu=args.ncpu, out=sys.stdout)

@@ -236,9 +236,11 @@ class SimRuntime(RuntimeCore):
         """Refuse new work, stop pending timers, run (or with ``cancel``,
         cancel) committed invocations, and account for everything.
 
-        Called from inside a continuation, it closes the runtime and returns
-        the account of that moment; a later call (outside) runs what was
-        committed and returns the final account.  Calling it again is allowed.
+        Entries that cannot run (parked on a lock the caller holds) are
+        cancelled and counted as such.  Called from inside a continuation, it
+        closes the runtime and returns the account of that moment; a later call
+        (outside) runs what was committed and returns the final account.
+        Calling it again is allowed.
         """
         if not isinstance(cancel, bool):
             raise TypeError(f"cancel must be a bool, not {type(cancel).__name__}")
@@ -246,4 +248,8 @@ class SimRuntime(RuntimeCore):
             self._close_locked(cancel)
         if not self._stepping:
             self.run_until_idle()
+            with self._lock:
+                # What is still queued now waits for a lock nobody will
+                # release while this thread is here: cancel and count it.
+                self._close_locked(True)
         return self._account()

@@ -19,10 +19,10 @@ Sequence (FreeBSD ``softclock_call_cc`` is the model)
        made under the lock while the entry waited is honoured.
     3. Without any lock of ours: call ``func(arg, kc)`` in a fresh copy of the
        context captured by ``schedule`` (as asyncio's ``call_soon``).
-    4. Release the lock this invocation must release (its own, or the one
-       handed over by ``set_mutex`` inside ``func``), then, under the state
-       lock, end the invocation, count it, and (if the limit allows) pick the
-       next one in the same critical section.  Nothing but the continuation
+    4. Under the state lock, end the invocation and count it; then release
+       the lock this invocation must release (its own, or the one handed over
+       by ``set_mutex`` inside ``func``), so that whoever takes it next finds
+       the invocation over; then (if the limit allows) pick the next one.  Nothing but the continuation
        object itself, which the runtime keeps alive, is touched after ``func``
        returns.
     5. An exception from ``func`` (or from releasing its lock) goes to the
@@ -64,6 +64,8 @@ def dispatch(rt: RuntimeCore, cpu: CPU, bands: Sequence[int], limit: int = 1) ->
     else:
         return None  # a hint read without the lock: callers re-check under it
     lock = rt._lock
+    trace = rt._trace
+    time_funcs = rt._time_funcs
     last = None
     me = get_ident()
     lock.acquire()
@@ -90,12 +92,12 @@ def dispatch(rt: RuntimeCore, cpu: CPU, bands: Sequence[int], limit: int = 1) ->
             func = kc._func
             arg = kc._arg
             rq = kc._rq
-            if rt._trace is not None:
+            if trace is not None:
                 rt._record("start", kc, cpu)
             lock.release()
             failure: BaseException | None = None
             elapsed = 0
-            if rt._time_funcs:
+            if time_funcs:
                 started = perf_counter_ns()
                 try:
                     ctx.run(func, arg, kc)
@@ -108,12 +110,6 @@ def dispatch(rt: RuntimeCore, cpu: CPU, bands: Sequence[int], limit: int = 1) ->
                 except BaseException as exc:  # contained, reported below
                     failure = exc
             held = kc._release  # only this thread changes it while RUNNING
-            if held is not None:
-                try:
-                    held.release()
-                except BaseException as exc:  # e.g. func released it without set_mutex
-                    if failure is None:
-                        failure = exc
             lock.acquire()
             end_locked(kc)
             rt._running -= 1
@@ -121,13 +117,24 @@ def dispatch(rt: RuntimeCore, cpu: CPU, bands: Sequence[int], limit: int = 1) ->
             if elapsed:
                 rq.func_ns += elapsed
             last = kc
+            if held is not None:
+                # Released only now, so that whoever takes it next sees the
+                # invocation ended (INVOKING clear), and never under the state
+                # lock, since a release wakes parked sub-queues, which take it.
+                lock.release()
+                try:
+                    held.release()
+                except BaseException as exc:  # e.g. func released it without set_mutex
+                    if failure is None:
+                        failure = exc
+                lock.acquire()
             if failure is None:
-                if rt._trace is not None:
+                if trace is not None:
                     rt._record("end", kc, cpu)
             else:
                 rq.exceptions += 1
                 rt._failed += 1
-                if rt._trace is not None:
+                if trace is not None:
                     rt._record("raise", kc, cpu, failure)
                 lock.release()
                 try:
