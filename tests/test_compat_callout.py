@@ -503,6 +503,8 @@ def test_destroy_of_pending_callout_is_refused(driver: Any) -> None:
     with pytest.raises(kcont.DestroyedError):
         callout_reset(c, 1, lambda arg: None, None)
     with pytest.raises(kcont.DestroyedError):
+        callout_schedule(c, 1)
+    with pytest.raises(kcont.DestroyedError):
         callout_destroy(c)
 
 
@@ -531,3 +533,133 @@ def test_init_flags(rt: kcont.SimRuntime) -> None:
         callout_init(0x1)
     with pytest.raises(TypeError):
         callout_stop("not a callout")  # type: ignore[arg-type]
+
+
+# -- atomic re-arm: kcont's schedule(ack=True) -------------------------------------
+
+
+def _softclock_ebusy(rt: Any) -> int:
+    return int(rt.stats()["queues"]["wq_softclock"]["ebusy"])
+
+
+def test_rearm_racing_expiries_is_never_refused(driver: Any) -> None:
+    """kern_timeout.c ``callout_schedule_locked`` clears INVOKING and re-arms
+    under the callout lock, so a re-arm is never refused.  The layer uses
+    ``schedule(..., ack=True)``: one transition under kcont's state lock, so
+    an expiry of the previous arming cannot fall between "acknowledge" and
+    "arm" (the old ``ack()`` then ``schedule()`` was refused with EBUSY there
+    and retried)."""
+    if driver.exact_time:
+        pytest.skip("real threads only: the timer must expire while another thread re-arms")
+    rt = driver.rt
+    runs: list[int] = []
+    c = callout_init(CALLOUT_MPSAFE)
+    callout_setfunc(c, runs.append, 1)
+    arms = 0
+    deadline = time.monotonic() + 0.3  # ~30 tick boundaries, each racing a re-arm
+    while time.monotonic() < deadline:
+        callout_schedule(c, 1)
+        arms += 1
+    callout_halt(c)
+    driver.settle()
+    assert arms > 100
+    assert _softclock_ebusy(rt) == 0
+    assert not callout_pending(c) and not c.continuation.running
+
+
+def test_handler_rearms_itself_without_ebusy(driver: Any) -> None:
+    """kern_timeout.c ``callout_schedule_locked``: ``c->c_flags &=
+    ~(CALLOUT_FIRED | CALLOUT_INVOKING)``: the re-arm from the handler is one
+    kcont call that is never refused (no EBUSY counted)."""
+    runs: list[int] = []
+    c = callout_init(CALLOUT_MPSAFE)
+
+    def tick(arg: object) -> None:
+        runs.append(1)
+        if len(runs) < 5:
+            callout_schedule(c, 1)
+
+    callout_reset(c, 1, tick, None)
+    _advance_until(driver, lambda: len(runs) == 5)
+    driver.settle()
+    assert _softclock_ebusy(driver.rt) == 0
+    assert not callout_pending(c)
+
+
+def test_rearm_of_a_due_callout_replaces_it_and_keeps_its_cpu(rt: kcont.SimRuntime) -> None:
+    """kern_timeout.c ``callout_schedule_locked``: a due callout not yet picked
+    by softclock is still PENDING, so re-arming it moves its deadline and
+    "Leave[s] on existing CPU"; its due call does not happen."""
+    where: list[tuple[int, int]] = []
+    c = callout_init(CALLOUT_MPSAFE)
+    callout_setfunc(c, lambda arg: where.append((kcont.curcpu().index, rt.ticks)), None)
+    seen: list[tuple[bool, bool]] = []
+
+    def rearm(arg: None, kc: kcont.Continuation[Any]) -> None:
+        # Higher priority, same tick, same CPU: the callout is due, not run.
+        seen.append((callout_expired(c), callout_pending(c)))
+        with kcont.bind_cpu(rt.cpus[0]):  # a caller on another CPU
+            callout_schedule(c, 2)
+
+    with kcont.bind_cpu(rt.cpus[1]):
+        callout_schedule(c, 1)
+        kcont.Continuation(kcont.wq_softnet, rearm, None).schedule(1)
+    rt.advance(1)
+    assert seen == [(True, False)] and where == []
+    assert callout_pending(c) and c.continuation.cpu is rt.cpus[1]
+    rt.advance(2)
+    assert where == [(1, 3)]
+    assert _softclock_ebusy(rt) == 0
+
+
+def test_reset_of_a_due_callout_never_calls_the_new_pair_for_it(rt: kcont.SimRuntime) -> None:
+    """callout.9: "If the timer associated with the callout handle is already
+    running, the callout will simply be rescheduled to execute at the newly
+    specified time.": the due call of the previous arming does not happen, and
+    the new pair is called once, at the new time."""
+    calls: list[tuple[str, int]] = []
+    c = callout_init(CALLOUT_MPSAFE)
+
+    def reset(arg: None, kc: kcont.Continuation[Any]) -> None:
+        callout_reset(c, 3, lambda arg: calls.append((arg, rt.ticks)), "new")
+
+    with kcont.bind_cpu(rt.cpus[0]):
+        callout_reset(c, 1, lambda arg: calls.append((arg, rt.ticks)), "old")
+        kcont.Continuation(kcont.wq_softnet, reset, None).schedule(1)
+    rt.advance(10)
+    assert calls == [("new", 4)]
+
+
+def test_reset_racing_an_expiry_never_calls_the_new_pair_early(driver: Any, monkeypatch: Any) -> None:
+    """kern_timeout.c ``callout_reset`` sets ``c_func``/``c_arg`` and re-arms
+    under one lock: the previous arming, if it fires, calls the *old* pair.
+    kcont has no "set the argument and schedule" in one call; the layer stops
+    the previous arming before ``set_arg``, so an expiry cannot fall in
+    between.  The test holds the layer right after ``set_arg`` for several
+    ticks, during which the previous arming (1 tick) is due."""
+    if driver.exact_time:
+        pytest.skip("real threads only: the timer must expire while callout_reset runs")
+    calls: list[str] = []
+    fired = threading.Event()
+
+    def record(arg: str) -> None:
+        calls.append(arg)
+        fired.set()
+
+    c = callout_init(CALLOUT_MPSAFE)
+    original = kcont.Continuation.set_arg
+
+    def slow_set_arg(self: kcont.Continuation[Any], arg: Any) -> None:
+        original(self, arg)
+        if self is c.continuation and arg[2] == "new":
+            fired.wait(0.1)  # 10 ticks: an un-stopped previous arming would fire here
+
+    callout_reset(c, 1, record, "old")
+    monkeypatch.setattr(kcont.Continuation, "set_arg", slow_set_arg)
+    callout_reset(c, 500, record, "new")
+    monkeypatch.undo()
+    assert callout_pending(c)
+    callout_halt(c)
+    driver.settle()
+    assert "new" not in calls
+    assert calls in ([], ["old"])  # "old" only if it fired before callout_reset began

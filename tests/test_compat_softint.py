@@ -267,3 +267,79 @@ def test_establish_flags(rt: kcont.SimRuntime) -> None:
         softint_establish(0x1000, lambda arg: None, None)
     with pytest.raises(TypeError):
         softint_establish(SOFTINT_NET, "not callable", None)  # type: ignore[arg-type]
+
+
+# -- disestablish waits with kcont's flush() -------------------------------------
+
+
+def test_disestablish_runs_the_triggers_pending_on_every_cpu(driver: Any) -> None:
+    """kern_softint.c ``softint_disestablish``: "Run a dummy softint at the same
+    level on all CPUs and wait for completion": a trigger pending on any CPU
+    is handled before disestablish returns (the layer flushes each CPU's
+    continuation)."""
+    where: list[int] = []
+    sh = softint_establish(SOFTINT_NET | SOFTINT_RCPU, lambda arg: where.append(kcont.curcpu().index), None)
+    with kcont.bind_cpu(driver.cpus[0]):
+        for cpu in driver.cpus:
+            softint_schedule_cpu(sh, cpu)
+        softint_disestablish(sh)
+    assert sorted(where) == [0, 1]
+    assert all(kc.destroyed and not kc.queued for kc in sh.continuations)
+
+
+def test_disestablish_waits_for_a_trigger_made_while_the_handler_runs(driver: Any) -> None:
+    """kern_softint.c: a trigger while the handler runs makes it run again
+    (PENDING was cleared before the call), and disestablish's barrier queues
+    behind that trigger: both runs end before disestablish returns."""
+    if driver.exact_time:
+        pytest.skip("real threads only: on the simulated runtime no handler runs while another caller waits")
+    started, release = threading.Event(), threading.Event()
+    runs: list[int] = []
+
+    def slow(arg: object) -> None:
+        started.set()
+        if not runs:
+            release.wait(10)
+        runs.append(1)
+
+    sh = softint_establish(SOFTINT_NET, slow, None)
+    with kcont.bind_cpu(driver.cpus[1]):
+        softint_schedule(sh)
+        assert started.wait(10)
+        softint_schedule(sh)  # while the handler runs: commits a second run
+    observed: list[int] = []
+
+    def disestablisher() -> None:
+        softint_disestablish(sh)
+        observed.append(len(runs))
+
+    thread = threading.Thread(target=disestablisher)
+    thread.start()
+    release.set()
+    thread.join(10)
+    assert observed == [2]
+
+
+def test_disestablish_inside_another_continuation_cannot_wait_on_the_simulator(
+    rt: kcont.SimRuntime,
+) -> None:
+    """kern_softint.c: disestablish "will wait for the softint to complete";
+    on the simulated runtime a continuation cannot wait for another one (kcont's
+    ``flush()`` raises ``SimDeadlockError`` rather than hang)."""
+    calls: list[object] = []
+    sh = softint_establish(SOFTINT_BIO, calls.append, "pending")
+    with kcont.bind_cpu(rt.cpus[1]):
+        softint_schedule(sh)
+    errors: list[BaseException] = []
+
+    def disestablisher(arg: None, kc: kcont.Continuation[Any]) -> None:
+        try:
+            softint_disestablish(sh)
+        except kcont.SimDeadlockError as exc:
+            errors.append(exc)
+
+    kcont.Continuation(kcont.wq_softserial, disestablisher, None).schedule(0, rt.cpus[0])
+    assert rt.step(rt.cpus[0]) is not None
+    assert len(errors) == 1 and calls == []
+    with pytest.raises(KassertError, match="disestablished"):
+        softint_schedule(sh)  # the caller committed not to trigger it again

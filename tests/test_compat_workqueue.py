@@ -331,3 +331,122 @@ def test_create_arguments(rt: kcont.SimRuntime) -> None:
         workqueue_create("bad", lambda wk, arg: None, None, kcont.MAXPRI + 1, IPL_NONE, 0)
     with pytest.raises(TypeError):
         workqueue_create("bad", None, None, kcont.PRI_MEDLOW, IPL_NONE, 0)  # type: ignore[arg-type]
+
+
+# -- workqueue_wait with kcont's flush() -------------------------------------------
+
+
+def test_wait_waits_for_a_work_enqueued_behind_a_running_one(driver: Any) -> None:
+    """workqueue.9: "workqueue_wait waits for a specified work wk on the workqueue
+    wq to finish." (``wk`` has not started: it is behind a running callback,
+    and the wait lasts until its own callback has returned)"""
+    if driver.exact_time:
+        pytest.skip("real threads only: on the simulated runtime no callback runs while another caller waits")
+    started, release = threading.Event(), threading.Event()
+    done: list[int] = []
+
+    def callback(wk: Item, arg: object) -> None:
+        if wk.n == 0:
+            started.set()
+            release.wait(10)
+        done.append(wk.n)
+
+    wq = workqueue_create("behind", callback, None, kcont.PRI_MEDLOW, 0, 0)
+    target = Item(1)
+    workqueue_enqueue(wq, Item(0), None)
+    workqueue_enqueue(wq, target, None)
+    assert started.wait(10)
+    observed: list[list[int]] = []
+
+    def waiter() -> None:
+        workqueue_wait(wq, target)
+        observed.append(list(done))
+
+    thread = threading.Thread(target=waiter)
+    thread.start()
+    release.set()
+    thread.join(10)
+    assert observed == [[0, 1]]
+    workqueue_destroy(wq)
+
+
+def test_wait_from_a_callback_waits_for_another_cpus_queue(driver: Any) -> None:
+    """subr_workqueue.c ``workqueue_q_wait`` skips only the caller's own queue
+    (``if (q->q_worker == curlwp) goto out``): from a callback on CPU 0, a work
+    on CPU 1's queue is waited for."""
+    if driver.exact_time:
+        pytest.skip("real threads only: on the simulated runtime a callback cannot wait for another")
+    started, release = threading.Event(), threading.Event()
+    done: list[int] = []
+    observed: list[list[int]] = []
+    holder: list[Workqueue] = []
+    slow = Item(1)
+
+    def callback(wk: Item, arg: object) -> None:
+        if wk is slow:
+            started.set()
+            release.wait(10)
+        else:
+            timer = threading.Timer(0.05, release.set)  # slow ends while this callback waits
+            timer.start()
+            workqueue_wait(holder[0], slow)
+            observed.append(list(done))
+            timer.join()
+        done.append(wk.n)
+
+    wq = workqueue_create("pcpu-wait", callback, None, kcont.PRI_MEDLOW, 0, WQ_PERCPU)
+    holder.append(wq)
+    workqueue_enqueue(wq, slow, driver.cpus[1])
+    assert started.wait(10)
+    workqueue_enqueue(wq, Item(0), driver.cpus[0])
+    driver.settle()
+    assert observed == [[1]]
+    workqueue_destroy(wq)
+
+
+def test_wait_from_a_callback_for_another_queue_cannot_wait_on_the_simulator(
+    rt: kcont.SimRuntime,
+) -> None:
+    """subr_workqueue.c ``workqueue_q_wait`` waits for a work on another queue
+    even from a callback; on the simulated runtime a continuation cannot wait
+    for another one, so kcont's ``flush()`` raises ``SimDeadlockError`` (the
+    layer no longer returns at once, pretending the work had finished)."""
+    errors: list[BaseException] = []
+    done: list[int] = []
+    holder: list[Workqueue] = []
+    other = Item(1)
+
+    def callback(wk: Item, arg: object) -> None:
+        if wk.n == 0:
+            try:
+                workqueue_wait(holder[0], other)
+            except kcont.SimDeadlockError as exc:
+                errors.append(exc)
+        done.append(wk.n)
+
+    wq = workqueue_create("pcpu-sim", callback, None, kcont.PRI_MEDLOW, 0, WQ_PERCPU)
+    holder.append(wq)
+    workqueue_enqueue(wq, other, rt.cpus[1])
+    workqueue_enqueue(wq, Item(0), rt.cpus[0])
+    assert rt.step(rt.cpus[0]) is not None
+    assert len(errors) == 1 and done == [0]
+    workqueue_wait(wq, other)  # from the test thread: the simulation is stepped
+    assert done == [0, 1]
+    workqueue_destroy(wq)
+
+
+def test_wait_on_the_simulator_steps_until_the_work_has_run(rt: kcont.SimRuntime) -> None:
+    """workqueue.9: "workqueue_wait waits for a specified work wk on the workqueue
+    wq to finish.": on the simulated runtime, waiting is running the
+    simulation (kcont's ``flush()`` of the work's queue), on whichever CPU."""
+    done: list[tuple[int, int]] = []
+    wq = workqueue_create(
+        "sim", lambda wk, arg: done.append((wk.n, kcont.curcpu().index)), None, 90, 0, WQ_PERCPU
+    )
+    target = Item(1)
+    with kcont.bind_cpu(rt.cpus[0]):
+        workqueue_enqueue(wq, target, rt.cpus[1])
+        workqueue_wait(wq, target)
+    assert done == [(1, 1)]
+    assert not any(kc.queued or kc.running for kc in wq.continuations)
+    workqueue_destroy(wq)

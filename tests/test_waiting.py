@@ -1,5 +1,5 @@
 """flush(), running_here and schedule(ack=True): the pieces the NetBSD
-compatibility layers needed (docs/compat.md, "Gaps closed in kcont")."""
+compatibility layers needed (docs/compat.md, "Gaps found and closed in kcont")."""
 
 from __future__ import annotations
 
@@ -141,3 +141,24 @@ def test_flush_returns_when_a_stop_cancels_the_entry() -> None:
         waiter.join(5)
         assert results == [True]
         rt.wait_idle(timeout=5)
+
+
+def test_flush_does_not_wait_for_invocations_committed_later(driver: Driver) -> None:
+    """Linux flush_work: only the instance queued when flush is called is waited for,
+    so a continuation that keeps re-scheduling itself cannot keep flush waiting."""
+    runs: list[int] = []
+    stop = threading.Event()
+
+    def again(arg: None, kc: Continuation[None]) -> None:
+        runs.append(1)
+        if not stop.is_set():
+            kc.schedule(ack=True)
+
+    kc = Continuation(kcont.wq_prilow, again, None)
+    kc.schedule()
+    try:
+        assert kc.flush(timeout=5) is True
+        assert runs
+    finally:
+        stop.set()
+    driver.settle()

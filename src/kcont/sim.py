@@ -98,7 +98,11 @@ class SimRuntime(RuntimeCore):
     def _wait_locked(self, done: Callable[[], bool], timeout: float | None, what: str) -> None:
         # Nothing else can make progress on this thread: step the runtime
         # until the wait is over (that may run unrelated continuations).
+        steps = 0
         while not done():
+            steps += 1
+            if steps > 1_000_000:
+                raise SimDeadlockError(f"{what}: still waiting after 1000000 steps")
             if self._stepping:
                 raise SimDeadlockError(f"{what}: cannot wait inside a continuation on the simulated runtime")
             self._lock.release()

@@ -135,6 +135,7 @@ class Continuation(Generic[A]):
         "_bucket",
         "_ctx",
         "_deadline",
+        "_ended",
         "_flags",
         "_func",
         "_lock",
@@ -170,6 +171,7 @@ class Continuation(Generic[A]):
         self._rq: RunQueue = wq.rqs[0]
         self._bucket: dict[Continuation[Any], None] | None = None
         self._deadline = 0
+        self._ended = 0  # S: invocations finished (flush waits for a count)
         self._ctx: Context | None = None
         self._runner: int | None = None
         self._release: Mutex | None = None
@@ -421,11 +423,13 @@ class Continuation(Generic[A]):
         return not self._flags & RUNNING
 
     def flush(self, timeout: float | None = None) -> bool:
-        """Wait until the committed invocation, if any, has run, and no
-        invocation runs (Linux ``flush_work``; NetBSD ``workqueue_wait``).
-        Unlike :meth:`halt`, nothing is cancelled; a pending timer is left
-        alone.  Called from the continuation's own function, it returns at
-        once.  On the simulated runtime it steps the runtime until done.
+        """Wait until the invocations committed when it is called (a running
+        one, a queued one) have finished (Linux ``flush_work``; NetBSD
+        ``workqueue_wait``).  Nothing is cancelled and a pending timer is left
+        alone; an invocation committed later is not waited for, so a function
+        that re-schedules itself cannot keep ``flush`` waiting.  Called from the
+        continuation's own function, it returns at once.  On the simulated
+        runtime it steps the runtime until done.
 
         Returns:
             True if there was something to wait for.
@@ -436,13 +440,18 @@ class Continuation(Generic[A]):
         timeout = check_timeout(timeout)
         rt = self._wq.rt
         with rt._lock:
-            if not self._flags & (QUEUED | RUNNING) or self._runner == _get_ident():
+            flags = self._flags
+            if not flags & (QUEUED | RUNNING) or self._runner == _get_ident():
                 return False
-            rt._wait_locked(self._flushed_locked, timeout, f"flush of {self!r}")
-            return True
+            target = self._ended + bool(flags & QUEUED) + bool(flags & RUNNING)
 
-    def _flushed_locked(self) -> bool:
-        return not self._flags & (QUEUED | RUNNING)
+            def flushed() -> bool:
+                # Done once enough invocations ended, or nothing is committed
+                # any more (a stop cancelled the queued one).
+                return self._ended >= target or not self._flags & (QUEUED | RUNNING)
+
+            rt._wait_locked(flushed, timeout, f"flush of {self!r}")
+            return True
 
     @property
     def running_here(self) -> bool:
@@ -708,6 +717,7 @@ def end_locked(kc: Continuation[Any]) -> None:
     kc._flags = flags
     kc._runner = None
     kc._release = None
+    kc._ended += 1
     rt = kc._wq.rt
     if rt._run_waiters or rt._halting or rt._ended_waiters or flags & DESTROYED:
         _ended_slow_locked(rt, kc, flags)

@@ -30,26 +30,22 @@ Argument conventions
     ``assert``.  kcont's own exceptions (``DestroyedError``, ``TypeError``
     for a wrong argument type, ``InvalidArgumentError``) pass through.
 
-Waiting (shared by the softint and workqueue layers)
-    kcont has no public "wait until this committed invocation has run"
-    (docs/compat.md, "Gaps").  :func:`_wait_until` is the public-API
-    workaround: on the threaded runtime it waits on the layer's condition
-    variable, which the layer's own functions notify; on the simulated
-    runtime, where the waiting thread is the only thread, waiting *is*
-    running the simulation, so it steps it until the condition holds (and
-    raises :class:`kcont.SimDeadlockError` if nothing can run any more).
+Waiting (the softint and workqueue layers)
+    ``softint_disestablish`` and ``workqueue_wait`` wait with kcont's public
+    ``Continuation.flush()``: it waits until the committed invocation (if
+    any) has run and no invocation runs, returns at once from the
+    continuation's own function, and on a :class:`kcont.SimRuntime` steps
+    the simulation (raising :class:`kcont.SimDeadlockError` when that cannot
+    end).  No layer keeps a condition variable or tests the runtime's type.
 
 Locking
     Each layer object has its own lock (documented in its module); the
-    layers never hold one of them while calling a handler, and take them
-    before kcont's internal lock, never after.
+    layers never hold one of them while calling a handler or waiting in
+    ``flush``/``halt``/``destroy``, and take them before kcont's internal
+    lock, never after.
 """
 
 from __future__ import annotations
-
-import threading
-from collections.abc import Callable
-from typing import Any
 
 import kcont
 
@@ -62,27 +58,3 @@ class KassertError(kcont.KcontError, RuntimeError):
     disestablished softint, ...).  The message names the rule.  The C kernel
     would crash or corrupt memory; the compatibility layers refuse the call
     and change nothing."""
-
-
-def _wait_until(rt: Any, cond: threading.Condition, done: Callable[[], bool], what: str) -> None:
-    """Wait until ``done()`` is true.
-
-    ``done`` is evaluated with ``cond`` held; the layer notifies ``cond``
-    whenever ``done()`` may have become true.  On a :class:`kcont.SimRuntime`
-    the simulation is stepped instead (the caller is its only thread).
-
-    Raises:
-        kcont.SimDeadlockError: simulated runtime: nothing can run and
-            ``done()`` is still false, or called from inside a continuation
-            while ``done()`` is false.
-    """
-    if isinstance(rt, kcont.SimRuntime):
-        while True:
-            with cond:
-                if done():
-                    return
-            if rt.step() is None:
-                raise kcont.SimDeadlockError(f"{what}: nothing left to run on {rt!r}, and it never happened")
-    with cond:
-        while not done():
-            cond.wait()

@@ -13,16 +13,20 @@ What it owns
 Where NetBSD and kcont differ, and what this layer does about it
     * Scheduling clears INVOKING in NetBSD (``callout_schedule_locked``:
       ``c->c_flags &= ~(CALLOUT_FIRED | CALLOUT_INVOKING)``), so a handler may
-      simply re-arm itself; kcont refuses ``schedule`` with EBUSY while
-      INVOKING (docs/semantics.md §2).  ``callout_schedule`` therefore does
-      ``ack()`` then ``schedule(ticks)``.  Between the two, another thread's
-      timer expiry of the *previous* arming may set INVOKING again; the
-      schedule then fails with ``BusyError`` and is retried after a new
-      ``ack()``.  The retry replaces that just-committed invocation (kcont
-      removes a QUEUED entry on re-schedule, §5), which is what NetBSD's
-      ``callout_reset`` does to a callout that is due but not yet picked by
-      softclock.  The loop ends: each retry needs a new expiry, and a
-      continuation expires at most once per arming.
+      simply re-arm itself; kcont alone refuses ``schedule`` with EBUSY while
+      INVOKING (docs/semantics.md §2).  ``callout_schedule`` is therefore
+      ``kc.schedule(ticks, cpu, ack=True)``, which clears INVOKING and arms
+      the timer under kcont's state lock, as NetBSD does under the callout
+      lock: no window, no retry.  If the previous arming is due but has not
+      run yet (QUEUED), the new arming replaces that invocation (§5), which
+      is what NetBSD does to a callout not yet picked by softclock.
+    * ``callout_reset`` sets ``func``/``arg`` and re-arms under one lock in
+      NetBSD.  kcont has no "set the argument and schedule" in one call, so
+      the layer first ``stop()``s the previous arming (a due invocation that
+      has not started is cancelled, as the re-arm would replace it anyway;
+      one already started keeps its snapshot of the old pair), then calls
+      ``set_arg`` and ``schedule(..., ack=True)``: nothing of the previous
+      arming can expire in between, so the new pair is never called for it.
     * NetBSD keeps INVOKING set after the handler returns, until
       ``callout_ack`` or a new schedule ("the callout function will have to
       use the ``callout_ack`` function to clear this flag"); kcont clears it
@@ -40,8 +44,9 @@ Where NetBSD and kcont differ, and what this layer does about it
       waiting for its CPU) kcont's callout is EXPIRED, NetBSD's still PENDING.
       After the run, both agree.  ``callout_stop`` of a callout in that window
       prevents the call and returns False in both.
-    * CPU: re-scheduling a PENDING callout leaves it on its CPU, as NetBSD
-      does; kcont alone would move it to the caller's CPU, so the layer passes
+    * CPU: re-scheduling a PENDING callout (or one due and not yet run,
+      which NetBSD still calls PENDING) leaves it on its CPU, as NetBSD does;
+      kcont alone would move it to the caller's CPU, so the layer passes
       ``kc.cpu`` explicitly.  A callout that is not pending moves to the
       caller's CPU (kcont's ``cpu=None``), a bound one stays on its CPU.
     * ``CALLOUT_MPSAFE`` is accepted; kcont has no kernel lock, so a callout
@@ -51,15 +56,16 @@ Invariants
     * A callout never has two invocations running at once (kcont's
       non-reentrancy; callout(9) CONCURRENCY: "any given callout will never
       have multiple concurrent invocations").
-    * ``_runner`` is the thread running the handler, or None; only that
-      thread writes it, and ``callout_destroy`` reads it as a diagnostic.
+    * "Is the caller the handler?" (``callout_destroy``'s KASSERT) is
+      kcont's ``kc.running_here``: the layer keeps no bookkeeping of its own.
 
 Locking
     C: ``Callout._lock`` (a ``threading.Lock``) guards ``_sticky`` and
-    serialises ``callout_schedule``/``callout_reset``/``callout_ack`` against
-    the trampoline's start.  It is taken before kcont's internal lock (inside
-    ``ack``/``schedule``), never while a handler runs.  ``_cpu`` is written by
-    ``callout_bind`` only (a rule of callout(9): bind before use).
+    serialises ``callout_schedule``/``callout_reset``/``callout_ack`` with
+    each other and with the trampoline's start.  It is taken before kcont's
+    internal lock (inside ``stop``/``set_arg``/``ack``/``schedule``), never
+    while a handler runs or while waiting (``callout_halt``).  ``_cpu`` is
+    written by ``callout_bind`` only (a rule of callout(9): bind before use).
 """
 
 from __future__ import annotations
@@ -99,8 +105,6 @@ Handler = Callable[[Any], object]
 # The continuation's argument: the callout itself, then NetBSD's func and arg.
 _Call = tuple["Callout", "Handler | None", Any]
 
-_get_ident = threading.get_ident
-
 
 class Callout:
     """A callout handle (NetBSD ``callout_t``), made by :func:`callout_init`.
@@ -109,7 +113,7 @@ class Callout:
     continuation behind it (for inspection: its flags, queue, trace name).
     """
 
-    __slots__ = ("__weakref__", "_cpu", "_flags", "_kc", "_lock", "_runner", "_sticky")
+    __slots__ = ("__weakref__", "_cpu", "_flags", "_kc", "_lock", "_sticky")
 
     def __init__(self, flags: int = 0) -> None:
         if not isinstance(flags, int) or isinstance(flags, bool):
@@ -121,7 +125,6 @@ class Callout:
         self._flags = flags
         self._lock = threading.Lock()
         self._sticky = False  # C: INVOKING as NetBSD keeps it (see module docstring)
-        self._runner: int | None = None  # thread running the handler
         self._cpu: kcont.CPU | None = None  # bound CPU (callout_bind), else None
         call: _Call = (self, None, None)
         self._kc: kcont.Continuation[_Call] = kcont.Continuation(
@@ -158,11 +161,7 @@ def _softclock(call: _Call, kc: kcont.Continuation[_Call]) -> None:
             c._sticky = True
     if func is None:  # unreachable: callout_schedule refuses a callout without a function
         raise KassertError(f"{c!r} fired without a function")
-    c._runner = _get_ident()
-    try:
-        func(arg)
-    finally:
-        c._runner = None
+    func(arg)
 
 
 def _check(c: object) -> Callout:
@@ -205,9 +204,36 @@ def callout_setfunc(c: Callout, func: Handler, arg: Any) -> None:
     """
     _check(c)
     _check_func(func)
+    _set_call(c, func, arg)
+
+
+def _set_call(c: Callout, func: Handler, arg: Any) -> None:
     kc = c._kc
     kc.set_arg((c, func, arg))
     kc.name = f"callout:{getattr(func, '__qualname__', repr(func))}"
+
+
+def _check_ticks(ticks: object, what: str) -> int:
+    """NetBSD's ``KASSERT(to_ticks >= 0)``; returns the kcont ``nticks``."""
+    if not isinstance(ticks, int) or isinstance(ticks, bool):
+        raise TypeError(f"ticks must be an int, not {type(ticks).__name__}")
+    if ticks < 0:
+        raise KassertError(f"{what}: ticks {ticks} < 0 (KASSERT(to_ticks >= 0))")
+    return ticks or 1  # 0: "at the next tick", never kcont's immediate commit
+
+
+def _target_cpu(c: Callout) -> kcont.CPU | None:
+    """Where ``callout_schedule`` arms the callout (``C`` held).
+
+    A bound callout runs on its CPU.  NetBSD leaves a pending callout on its
+    CPU ("Leave on existing CPU"), and a callout that is due and not yet run
+    is still PENDING there; kcont would move it to the caller's CPU, so pass
+    it explicitly.  Otherwise the caller's CPU (``None``).
+    """
+    kc = c._kc
+    if c._cpu is None and (kc.pending or kc.queued):
+        return kc.cpu
+    return c._cpu
 
 
 def callout_schedule(c: Callout, ticks: int) -> None:
@@ -226,47 +252,40 @@ def callout_schedule(c: Callout, ticks: int) -> None:
         kcont.DestroyedError: the callout was destroyed.
     """
     _check(c)
-    if not isinstance(ticks, int) or isinstance(ticks, bool):
-        raise TypeError(f"ticks must be an int, not {type(ticks).__name__}")
-    if ticks < 0:
-        raise KassertError(f"callout_schedule: ticks {ticks} < 0 (KASSERT(to_ticks >= 0))")
+    nticks = _check_ticks(ticks, "callout_schedule")
     kc = c._kc
-    if kc.arg[1] is None:
+    if not kc.destroyed and kc.arg[1] is None:  # destroyed: kcont raises DestroyedError below
         raise KassertError("callout_schedule: no function set (KASSERT(c->c_func != NULL))")
-    nticks = ticks or 1
     with c._lock:
         c._sticky = False
-        while True:
-            kc.ack()
-            # NetBSD leaves a pending callout on its CPU ("Leave on existing
-            # CPU"); kcont would move it to the caller's.
-            cpu = c._cpu if c._cpu is not None or not kc.pending else kc.cpu
-            try:
-                kc.schedule(nticks, cpu)
-                return
-            except kcont.BusyError:
-                # The previous arming expired between ack() and schedule():
-                # acknowledge that invocation too; the new arming replaces it.
-                continue
+        # Clears INVOKING and arms under kcont's state lock: NetBSD's
+        # callout_schedule_locked, with no window for an expiry in between.
+        kc.schedule(nticks, _target_cpu(c), ack=True)
 
 
 def callout_reset(c: Callout, ticks: int, func: Handler, arg: Any) -> None:
     """Set ``func(arg)`` and (re)arm the timer for ``ticks`` ticks.
 
-    ``callout_setfunc`` then ``callout_schedule``.  Unlike NetBSD, which does
-    both under one lock, a concurrent expiry of the previous arming between
-    the two may already call the new pair.
+    As in NetBSD, the previous arming never calls the new pair: if it is due
+    and has not started, it is cancelled (the new arming replaces it); if it
+    has started, it keeps the old pair.
 
     Raises:
         As :func:`callout_setfunc` and :func:`callout_schedule`.
     """
     _check(c)
-    if not isinstance(ticks, int) or isinstance(ticks, bool):
-        raise TypeError(f"ticks must be an int, not {type(ticks).__name__}")
-    if ticks < 0:
-        raise KassertError(f"callout_reset: ticks {ticks} < 0 (KASSERT(to_ticks >= 0))")
-    callout_setfunc(c, func, arg)
-    callout_schedule(c, ticks)
+    nticks = _check_ticks(ticks, "callout_reset")
+    _check_func(func)
+    kc = c._kc
+    with c._lock:
+        cpu = _target_cpu(c)  # before stop(), which clears PENDING
+        # kcont has no "set the argument and schedule" in one call: stop the
+        # previous arming first, so that no expiry of it can fall between
+        # set_arg and schedule and call the new pair.
+        kc.stop()
+        _set_call(c, func, arg)  # DestroyedError here if destroyed (stop changed nothing)
+        c._sticky = False
+        kc.schedule(nticks, cpu, ack=True)
 
 
 def callout_stop(c: Callout) -> bool:
@@ -345,8 +364,7 @@ def callout_destroy(c: Callout) -> None:
     kc = c._kc
     if kc.pending or kc.queued:
         raise KassertError(f"callout_destroy: {c!r} is pending; call callout_halt() first")
-    runner = c._runner
-    if runner is not None and runner != _get_ident():
+    if kc.running and not kc.running_here:
         raise KassertError(f"callout_destroy: {c!r} is running on another thread; call callout_halt() first")
     kc.destroy()
 

@@ -36,10 +36,15 @@ Coalescing
 Disestablish
     Marks the cookie dead (later triggers raise :class:`KassertError`: the
     caller "commits not to try and trigger it again"), lets triggers already
-    pending run (NetBSD >= 9 runs a barrier softint at the same level behind
-    them), then destroys the continuations, which waits until the handler
-    runs nowhere (returns at once for the caller's own CPU when called from
-    the handler).
+    pending run and waits until the handler runs nowhere (NetBSD >= 9 runs a
+    barrier softint at the same level behind them): that is kcont's
+    ``flush()`` of each per-CPU continuation, which on the simulated runtime
+    steps the simulation.  ``flush()`` returns at once for the caller's own
+    continuation when called from the handler.  Then it destroys the
+    continuations (``destroy`` cancels a trigger still pending on the
+    caller's own CPU, which could only run after the caller returns).  Since
+    the cookie is dead, nothing can commit a new invocation meanwhile, so the
+    flushes end.
 
 Flags
     ``SOFTINT_MPSAFE`` is accepted (kcont has no kernel lock).
@@ -47,13 +52,10 @@ Flags
     CPU, as NetBSD's ``KASSERT``.
 
 Locking
-    S: ``Softint._cond`` (a ``threading.Condition``) guards ``_dead`` and
-    ``_runners`` (the threads running the handler, so that disestablish from
-    the handler does not wait for itself), and is notified whenever a handler
-    starts, so that disestablish can wait for pending triggers.  Triggers
+    S: ``Softint._lock`` (a ``threading.Lock``) guards ``_dead``.  Triggers
     hold it while scheduling, so none slips in after disestablish began.  It
-    is never held while a handler runs, and is taken before kcont's internal
-    lock, never after.
+    is never held while a handler runs or while disestablish waits, and is
+    taken before kcont's internal lock, never after.
 """
 
 from __future__ import annotations
@@ -64,7 +66,7 @@ from typing import Any
 
 import kcont
 
-from . import KassertError, _wait_until
+from . import KassertError
 
 __all__ = [
     "SOFTINT_BIO",
@@ -103,21 +105,18 @@ _LEVEL_QUEUE: dict[int, kcont.PredefinedQueue] = {
 
 Handler = Callable[[Any], object]
 
-_get_ident = threading.get_ident
-
 
 class Softint:
     """A softint cookie (NetBSD's ``void *``), made by :func:`softint_establish`."""
 
-    __slots__ = ("__weakref__", "_cond", "_dead", "_kcs", "_label", "_rt", "_runners", "arg", "flags", "func")
+    __slots__ = ("__weakref__", "_dead", "_kcs", "_label", "_lock", "_rt", "arg", "flags", "func")
 
     def __init__(self, flags: int, func: Handler, arg: Any) -> None:
         self.flags = flags
         self.func = func
         self.arg = arg
-        self._cond = threading.Condition(threading.Lock())
+        self._lock = threading.Lock()
         self._dead = False  # S: disestablished
-        self._runners: dict[int, int] = {}  # S: thread ident -> CPU index, while a handler runs
         rt = kcont.current_runtime()
         self._rt = rt
         queue = _LEVEL_QUEUE[flags & SOFTINT_LVLMASK]
@@ -147,15 +146,7 @@ def _softint_handler(sh: Softint, kc: kcont.Continuation[Softint]) -> None:
     # NetBSD clears PENDING before calling the handler: from here on, a new
     # trigger must run the handler again rather than coalesce.
     kc.ack()
-    me = _get_ident()
-    with sh._cond:
-        sh._runners[me] = kcont.curcpu().index
-        sh._cond.notify_all()  # a disestablish may wait for this trigger to start
-    try:
-        sh.func(sh.arg)
-    finally:
-        with sh._cond:
-            del sh._runners[me]
+    sh.func(sh.arg)
 
 
 def _check(cookie: object) -> Softint:
@@ -165,7 +156,7 @@ def _check(cookie: object) -> Softint:
 
 
 def _trigger(sh: Softint, ci: kcont.CPU) -> None:
-    with sh._cond:
+    with sh._lock:
         if sh._dead:
             raise KassertError(f"{sh!r} was disestablished: its caller committed not to trigger it again")
         try:
@@ -257,7 +248,9 @@ def softint_disestablish(cookie: Softint) -> None:
     Raises:
         KassertError: already disestablished.
         kcont.SimDeadlockError: simulated runtime, called from inside a
-            continuation while a trigger is still pending on another CPU.
+            continuation while a trigger is still pending on another CPU
+            (the softint stays disestablished; its continuations are not
+            destroyed).
 
     Context:
         Thread context, not while holding a lock the handler takes.  From the
@@ -267,16 +260,14 @@ def softint_disestablish(cookie: Softint) -> None:
         trigger is pending on its CPU: that trigger could never start.
     """
     sh = _check(cookie)
-    with sh._cond:
+    with sh._lock:
         if sh._dead:
             raise KassertError(f"softint_disestablish: {sh!r} was already disestablished")
-        sh._dead = True
-        # From the handler: do not wait for this CPU's continuation, which
-        # cannot start again before we return (its trigger is cancelled).
-        own = sh._runners.get(_get_ident())
-    others = [kc for i, kc in enumerate(sh._kcs) if i != own]
-    _wait_until(
-        sh._rt, sh._cond, lambda: not any(kc.queued for kc in others), f"softint_disestablish({sh!r})"
-    )
+        sh._dead = True  # from here on, nothing commits a new invocation
     for kc in sh._kcs:
-        kc.destroy()  # waits while the handler runs (not for the caller's own invocation)
+        # NetBSD >= 9's barrier: the pending trigger runs, then no handler
+        # runs.  From the handler, flush() returns at once for its own
+        # continuation (it cannot wait for itself).
+        kc.flush()
+    for kc in sh._kcs:
+        kc.destroy()  # nothing queued or running any more, except the caller's own invocation

@@ -35,18 +35,31 @@ Priorities and flags
     ``WQ_PERCPU`` is NetBSD's 0x02, not ``kcont.WQ_PERCPU``.
 
 Waiting
-    ``workqueue_wait`` waits until ``wk`` is neither enqueued nor running:
-    on the threaded runtime on the workqueue's condition variable, on the
-    simulated runtime by stepping it (see :mod:`kcont.compat`).  From the
-    queue's own callback it returns at once, as NetBSD does ("we can't wait
-    for it either, so do nothing").
+    ``workqueue_wait`` finds the queue whose FIFO holds ``wk`` or whose
+    callback runs it, and calls ``flush()`` on that queue's worker: it
+    returns once the worker's committed run (which takes ``wk`` if it is
+    still enqueued) has happened and the worker runs no more, which includes
+    the batch ``wk`` is in.  NetBSD's contract (subr_workqueue.c) makes that
+    wait bounded: "The caller must ensure that no new work will be enqueued
+    before calling workqueue_wait" (on that queue); NetBSD >= 9 waits for
+    ``wk``'s batch only, so under a stream of new work the layer waits
+    longer (``flush()`` waits until the worker is idle).  On the simulated
+    runtime ``flush()`` steps the simulation.  From that queue's own
+    callback it returns at once, as NetBSD does ("we can't wait for it
+    either, so do nothing"): ``flush()`` does so from the continuation's own
+    function.  From a callback of another queue it waits, as NetBSD does.
+
+Invariant
+    While ``wk`` is in a queue's FIFO, that queue's worker is QUEUED (the
+    enqueue committed it) or RUNNING (its drain loop will take ``wk``, or,
+    if a callback raised, it committed a new run first).  So a ``flush()``
+    of the worker cannot end before ``wk``'s callback has returned.
 
 Locking
-    Q: ``Workqueue._cond`` (a ``threading.Condition``) guards every FIFO,
-    ``_enqueued``, each queue's ``current``/``thread`` and ``_destroyed``; it
-    is notified after each callback returns.  It is never held while a
-    callback runs, and is taken before kcont's internal lock (inside
-    ``schedule``), never after.
+    Q: ``Workqueue._lock`` (a ``threading.Lock``) guards every FIFO,
+    ``_enqueued``, each queue's ``current`` and ``_destroyed``.  It is never
+    held while a callback runs or while waiting (``flush``/``destroy``), and
+    is taken before kcont's internal lock (inside ``schedule``), never after.
 """
 
 from __future__ import annotations
@@ -58,7 +71,7 @@ from typing import Any
 
 import kcont
 
-from . import KassertError, _wait_until
+from . import KassertError
 
 __all__ = [
     "IPL_NONE",
@@ -85,8 +98,6 @@ IPL_NONE = 0  # accepted; any int is
 
 Callback = Callable[[Any, Any], object]  # func(wk, arg)
 
-_get_ident = threading.get_ident
-
 
 class Work:
     """A work item (NetBSD's ``struct work``).
@@ -100,14 +111,13 @@ class Work:
 class _Queue:
     """One FIFO of work items and the worker continuation that drains it."""
 
-    __slots__ = ("cpu", "current", "fifo", "kc", "thread", "wq")
+    __slots__ = ("cpu", "current", "fifo", "kc", "wq")
 
     def __init__(self, wq: Workqueue, cpu: kcont.CPU | None) -> None:
         self.wq = wq
         self.cpu = cpu  # None: shared queue (no WQ_PERCPU)
         self.fifo: deque[Any] = deque()  # Q
         self.current: Any = None  # Q: the work whose callback runs now
-        self.thread: int | None = None  # Q: the thread running the worker
         name = wq.name if cpu is None else f"{wq.name}/{cpu.index}"
         self.kc: kcont.Continuation[_Queue] = kcont.Continuation(wq.kcont_queue, _worker, self, name=name)
 
@@ -117,9 +127,9 @@ class Workqueue:
 
     __slots__ = (
         "__weakref__",
-        "_cond",
         "_destroyed",
         "_enqueued",
+        "_lock",
         "_queues",
         "arg",
         "flags",
@@ -137,8 +147,8 @@ class Workqueue:
         self.prio = prio
         self.ipl = ipl
         self.flags = flags
-        self._cond = threading.Condition(threading.Lock())
-        self._enqueued: set[int] = set()  # Q: id() of every work in a FIFO
+        self._lock = threading.Lock()
+        self._enqueued: dict[int, _Queue] = {}  # Q: id() of every work in a FIFO -> its queue
         self._destroyed = False  # Q
         pri = kcont.PRI_LOW if prio == PRI_NONE else prio
         rt = kcont.current_runtime()
@@ -167,26 +177,23 @@ def _worker(q: _Queue, kc: kcont.Continuation[_Queue]) -> None:
     """The continuation function of every queue: run its FIFO in order."""
     kc.ack()  # from now on an enqueue commits a new run instead of EBUSY
     wq = q.wq
-    cond = wq._cond
-    with cond:
-        q.thread = _get_ident()
+    lock = wq._lock
     try:
         while True:
-            with cond:
+            with lock:
                 if not q.fifo:
                     return
                 wk = q.fifo.popleft()
-                wq._enqueued.discard(id(wk))  # "until the callback is called"
+                del wq._enqueued[id(wk)]  # "until the callback is called"
                 q.current = wk
             try:
                 wq.func(wk, wq.arg)
             finally:
-                with cond:
+                with lock:
                     q.current = None
-                    cond.notify_all()
     except BaseException:
         # The callback raised (kcont reports it): run the rest later.
-        with cond:
+        with lock:
             left = bool(q.fifo)
         if left:
             try:
@@ -194,9 +201,6 @@ def _worker(q: _Queue, kc: kcont.Continuation[_Queue]) -> None:
             except kcont.BusyError:
                 pass  # an enqueue already committed the next run
         raise
-    finally:
-        with cond:
-            q.thread = None
 
 
 def _check(wq: object) -> Workqueue:
@@ -206,9 +210,8 @@ def _check(wq: object) -> Workqueue:
 
 
 def _own_callback(wq: Workqueue) -> bool:
-    """True if the caller is running one of ``wq``'s callbacks (``Q`` held)."""
-    me = _get_ident()
-    return any(q.thread == me for q in wq._queues)
+    """True if the caller is running one of ``wq``'s callbacks."""
+    return any(q.kc.running_here for q in wq._queues)
 
 
 def workqueue_create(name: str, func: Callback, arg: Any, prio: int, ipl: int, flags: int) -> Workqueue:
@@ -277,7 +280,7 @@ def workqueue_enqueue(wq: Workqueue, wk: Any, ci: kcont.CPU | None = None) -> No
         raise KassertError(f"workqueue_enqueue: {wq!r} has no WQ_PERCPU, so ci must be None")
     else:
         q = wq._queues[0]
-    with wq._cond:
+    with wq._lock:
         if wq._destroyed:
             raise KassertError(f"workqueue_enqueue: {wq!r} was destroyed")
         if id(wk) in wq._enqueued:
@@ -285,7 +288,7 @@ def workqueue_enqueue(wq: Workqueue, wk: Any, ci: kcont.CPU | None = None) -> No
                 f"workqueue_enqueue: {wk!r} is already enqueued on {wq!r}; a work must not be "
                 "enqueued again until the callback is called"
             )
-        wq._enqueued.add(id(wk))
+        wq._enqueued[id(wk)] = q
         q.fifo.append(wk)
         try:
             q.kc.schedule(0, q.cpu)
@@ -296,10 +299,11 @@ def workqueue_enqueue(wq: Workqueue, wk: Any, ci: kcont.CPU | None = None) -> No
 def workqueue_wait(wq: Workqueue, wk: Any) -> None:
     """Wait until the work ``wk`` is neither enqueued nor running.
 
-    Returns at once if ``wk`` is idle, and when called from one of the
-    workqueue's own callbacks (waiting there could deadlock; NetBSD does
-    nothing either).  The caller must ensure nothing enqueues ``wk`` again
-    meanwhile.
+    Returns at once if ``wk`` is idle, and when ``wk`` is on the queue whose
+    callback the caller is running (waiting there would deadlock; NetBSD
+    does nothing either).  As in NetBSD, the caller must ensure that no new
+    work is enqueued on ``wk``'s queue meanwhile: the wait also covers the
+    work run in the same batch, and lasts until that queue's worker is idle.
 
     Raises:
         kcont.SimDeadlockError: simulated runtime: ``wk`` can never finish,
@@ -307,16 +311,15 @@ def workqueue_wait(wq: Workqueue, wk: Any) -> None:
             is busy.
     """
     wq = _check(wq)
-    queues = wq._queues
-    with wq._cond:
-        if _own_callback(wq):
-            return
-    key = id(wk)
-
-    def idle() -> bool:
-        return key not in wq._enqueued and not any(q.current is wk for q in queues)
-
-    _wait_until(wq.kcont_queue.rt, wq._cond, idle, f"workqueue_wait({wq!r}, {wk!r})")
+    with wq._lock:
+        q = wq._enqueued.get(id(wk))
+        if q is None:
+            q = next((running for running in wq._queues if running.current is wk), None)
+    if q is not None:
+        # Enqueued: the worker is committed (or running and will take it);
+        # running: the worker runs.  Either way flush() returns after wk's
+        # callback has; from q's own callback it returns at once.
+        q.kc.flush()
 
 
 def workqueue_destroy(wq: Workqueue) -> None:
@@ -330,7 +333,7 @@ def workqueue_destroy(wq: Workqueue) -> None:
             was already destroyed, or the call comes from its own callback.
     """
     wq = _check(wq)
-    with wq._cond:
+    with wq._lock:
         if wq._destroyed:
             raise KassertError(f"workqueue_destroy: {wq!r} was already destroyed")
         if _own_callback(wq):
