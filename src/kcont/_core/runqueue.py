@@ -208,7 +208,11 @@ class RunQueue:
             if not (kc._flags & RUNNING or (lock is not None and not lock._try_acquire())):
                 fifo.popleft()
                 if not fifo:
-                    self.clear_ready_locked()
+                    cpu = self.cpu
+                    if cpu is not None:  # clear_ready_locked, inlined
+                        cpu.ready[self.band] &= ~self.bit
+                    else:
+                        self.clear_ready_locked()
                 return kc
         return self._take_slow_locked()
 
