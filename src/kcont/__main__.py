@@ -34,6 +34,18 @@ COMMANDS = (
         "run_from_args",
         "benchmarks: kcont beside the deque floor, asyncio, uvloop, sched, Twisted and threads",
     ),
+    (
+        "stress",
+        "stress",
+        "run",
+        "stress and fault harness on real threads, with exact accounting (non-zero exit on a violation)",
+    ),
+    (
+        "explore",
+        "explore",
+        "run",
+        "explore seeded interleavings of racy scenarios on the simulator (prints a failing seed)",
+    ),
 )
 
 

@@ -208,6 +208,8 @@ class Continuation(Generic[A]):
             DestroyedError: the continuation was destroyed.
             ShutdownError: the runtime is shut down.
         """
+        if ack and ack is not True:
+            raise TypeError(f"ack must be a bool, not {type(ack).__name__}")
         code = self._schedule(cpu, nticks, ack)
         if code:
             raise self._refusal(code, cpu, nticks)
