@@ -1587,6 +1587,35 @@ class _KcontPoster(_Poster):
         self.rt.__exit__(None, None, None)
 
 
+class _KcontSaturatedPoster(_KcontPoster):
+    """The probe on ``wq_softnet`` while ``wq_prilow`` on the same CPU is kept
+    saturated by continuations that sleep (issue 3: soft-level work must not
+    wait behind blocked thread-level work)."""
+
+    name = "kcont threaded, wq_prilow saturated by sleepers"
+    impl = "kcont"
+    SLEEPERS = 4
+    SLEEP_S = 0.002
+
+    def __init__(self, sink: list[int]) -> None:
+        super().__init__(sink)
+        self.stopping = threading.Event()
+        self.sleepers = [
+            self.rt.continuation(kcont.wq_prilow, self._sleep, None) for _ in range(self.SLEEPERS)
+        ]
+        for sleeper in self.sleepers:
+            sleeper.schedule()
+
+    def _sleep(self, arg: Any, kc: Any) -> None:
+        time.sleep(self.SLEEP_S)
+        if not self.stopping.is_set():
+            kc.schedule(ack=True)
+
+    def close(self) -> None:
+        self.stopping.set()
+        super().close()
+
+
 def _percentile(values: list[int], q: float) -> float:
     s = sorted(values)
     if not s:
@@ -1606,6 +1635,8 @@ def bench_latency(cfg: Config) -> Group:
         notes=[
             "t_post is taken just before the post; the producer sleeps 100-300 us between posts and "
             "waits for the probe; samples of all rounds pooled (rounds interleave the mechanisms).",
+            "saturated: 4 wq_prilow continuations on the same CPU each sleep 2 ms and re-arm "
+            "themselves for the whole measurement; the probe is on wq_softnet.",
         ],
     )
     sinks: dict[str, list[int]] = {}
@@ -1617,6 +1648,7 @@ def bench_latency(cfg: Config) -> Group:
             posters.append(_LoopPoster([], label, factory))
         if _threaded_runtime_available():
             posters.append(_KcontPoster([]))
+            posters.append(_KcontSaturatedPoster([]))
         else:
             g.skipped.append(f"kcont threaded: {SKIP_THREADED}")
         for p in posters:
