@@ -48,7 +48,6 @@ import atexit
 import os
 import threading
 import time
-import weakref
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -154,7 +153,8 @@ class Runtime(RuntimeCore):
                 self._spawn_locked(cpu, BAND_SOFT, permanent=True)
                 self._spawn_locked(cpu, BAND_THREAD, permanent=True)
         self._timer_thread.start()
-        _live_runtimes.add(self)
+        with _live_lock:
+            _live_runtimes.add(self)
 
     def __repr__(self) -> str:
         state = " shut down" if self._closed else ""
@@ -229,13 +229,13 @@ class Runtime(RuntimeCore):
         while True:
             dispatch(self, cpu, bands, _BATCH)
             with self._lock:
-                if ready[band]:
-                    continue
-                if self._abandon or (self._stopping and not any(rq.depth() for rq in cpu.rqs[band])):
-                    return
-                worker.idle = True
-                idle_list.append(worker)
-            if sem.acquire(True, timeout):
+                more = bool(ready[band])
+                if not more:
+                    if self._abandon or (self._stopping and not any(rq.depth() for rq in cpu.rqs[band])):
+                        return
+                    worker.idle = True
+                    idle_list.append(worker)
+            if more or sem.acquire(True, timeout):
                 continue
             # Timed out (an extra worker): retire, unless a kick raced the timeout.
             with self._lock:
@@ -478,7 +478,8 @@ class Runtime(RuntimeCore):
             with self._lock:
                 self._wake_timer_locked()
             self._timer_thread.join(2.0)
-            _live_runtimes.discard(self)
+            with _live_lock:
+                _live_runtimes.discard(self)
             return self._account()
 
     # -- statistics ------------------------------------------------------------
@@ -532,12 +533,17 @@ def _pin_map(pin: bool | Sequence[int], ncpu: int) -> list[int] | None:
 
 # Runtimes still running at interpreter exit are shut down (cancelling what
 # has not started), so that no function is cut in the middle without notice.
-_live_runtimes: weakref.WeakSet[Runtime] = weakref.WeakSet()
+# (Worker threads keep a runtime alive until its shutdown, so a weak set would
+# not let one go any sooner.)
+_live_runtimes: set[Runtime] = set()
+_live_lock = threading.Lock()
 
 
 @atexit.register
 def _shutdown_live_runtimes() -> None:
-    for rt in list(_live_runtimes):
+    with _live_lock:
+        live = list(_live_runtimes)
+    for rt in live:
         try:
             rt.shutdown(cancel=True, timeout=1.0)
         except ShutdownError:

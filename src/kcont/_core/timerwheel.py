@@ -72,10 +72,11 @@ class TimerWheel:
                 del self.far[kc._deadline >> NEAR_BITS]  # an emptied far bucket
         else:
             self.count += 1
+        bucket: Bucket | None
         if deadline >> NEAR_BITS == self.now >> NEAR_BITS:
             bucket = self.near[deadline & NEAR_MASK]
         else:
-            bucket = self.far.get(deadline >> NEAR_BITS)  # type: ignore[assignment]
+            bucket = self.far.get(deadline >> NEAR_BITS)
             if bucket is None:
                 bucket = self.far[deadline >> NEAR_BITS] = {}
         bucket[kc] = None
