@@ -25,7 +25,6 @@ FLAG_NAMES: dict[int, str] = {
     DESTROYED: "DESTROYED",
     DETACHED: "DETACHED",
 }
-_INTERNAL_ONLY = SHARED_CTX
 
 FLAG_DESCRIPTIONS: dict[int, str] = {
     PENDING: "its timer is armed and has not expired",

@@ -134,10 +134,6 @@ class RunQueue:
         where = "shared" if self.cpu is None else f"cpu{self.cpu.index}"
         return f"<RunQueue {self.wq.name} {where} depth={self.depth()}>"
 
-    def has_work(self) -> bool:
-        """Some entry may start now (parked sub-queues wait for a wake-up)."""
-        return bool(self.fifo or self.woken)
-
     def depth(self) -> int:
         """Entries queued: ready, parked or woken."""
         n = len(self.fifo)
