@@ -130,6 +130,7 @@ class Runtime(RuntimeCore):
         self.idle_timeout = float(idle_timeout)
         self._kick = self._kick_worker_locked
         self._time_funcs = True
+        self._clock = self._now
         self._t0 = time.monotonic_ns()
         self._ended = threading.Condition(self._lock)
         self._stopping = False  # S: workers exit once their band is drained

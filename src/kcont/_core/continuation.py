@@ -97,6 +97,13 @@ R_FOREIGN_CPU = 4
 R_DESTROYED = 5
 R_SHUTDOWN = 6
 
+# Flag combinations of the hot paths, folded once (names are not constants to
+# the compiler).
+_REFUSE = INVOKING | DESTROYED  # schedule is refused
+_REFUSE_OR_REPLACE = _REFUSE | QUEUED  # ... or must first leave the run queue
+_ARMED = PENDING | SHARED_CTX  # set by arming a timer
+_COMMITTED = EXPIRED | INVOKING | QUEUED  # set when an invocation is committed
+
 _REFUSAL_ERRNO = {
     R_BUSY: errno.EBUSY,
     R_NOPERCPU: errno.ENOENT,
@@ -240,8 +247,8 @@ class Continuation(Generic[A]):
             flags = self._flags
             if ack:
                 flags &= ~INVOKING
-            if flags & (INVOKING | DESTROYED | QUEUED) or rt._closed or (not nticks and flags & PENDING):
-                if flags & (INVOKING | DESTROYED) or rt._closed:
+            if flags & _REFUSE_OR_REPLACE or rt._closed or (not nticks and flags & PENDING):
+                if flags & _REFUSE or rt._closed:
                     return self._refused_locked(rq)
                 self._leave_locked(flags)  # an acked entry, or a timer made immediate: replaced
                 flags = self._flags
@@ -256,11 +263,15 @@ class Continuation(Generic[A]):
                     rt._ctx_cache = ctx
                 self._ctx = ctx
                 wheel = rt._wheel
-                deadline = rt._now() + nticks
-                if deadline <= wheel.now:
-                    deadline = wheel.now + 1
+                clock = rt._clock
+                if clock is None:  # virtual time: the wheel's position is the time
+                    deadline = wheel.now + nticks
+                else:
+                    deadline = clock() + nticks
+                    if deadline <= wheel.now:
+                        deadline = wheel.now + 1
                 wheel.arm(self, deadline)  # a re-arm if PENDING: O(1), no allocation
-                self._flags = (flags & ~EXPIRED) | PENDING | SHARED_CTX
+                self._flags = (flags & ~EXPIRED) | _ARMED
                 rq.armed += 1
                 if deadline < rt._timer_wake:
                     rt._kick_timer(deadline)
@@ -268,7 +279,7 @@ class Continuation(Generic[A]):
                 # Immediate: the softint/workqueue path.  The context is this
                 # scheduling's own copy, run as is by the dispatcher.
                 self._ctx = ctx
-                self._flags = (flags & ~SHARED_CTX) | EXPIRED | INVOKING | QUEUED
+                self._flags = (flags & ~SHARED_CTX) | _COMMITTED
                 # RunQueue.enqueue_locked, inlined on this hot path.
                 fifo = rq.fifo
                 fifo.append(self)
@@ -743,7 +754,7 @@ def _ended_slow_locked(rt: RuntimeCore, kc: Continuation[Any], flags: int) -> No
 
 def expire_locked(kc: Continuation[Any], now: int) -> None:
     """Timer expiry: PENDING -> EXPIRED|INVOKING|QUEUED, in expiry order."""
-    kc._flags = (kc._flags & ~PENDING) | EXPIRED | INVOKING | QUEUED
+    kc._flags = (kc._flags & ~PENDING) | _COMMITTED
     rq = kc._rq
     late = now - kc._deadline
     if late > 0:

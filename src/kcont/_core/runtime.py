@@ -139,6 +139,9 @@ class RuntimeCore:
         )
         self._failed = 0  # S: functions that raised
         self._time_funcs = False  # measure time spent in functions (real time only)
+        # The tick source for arming timers; None: virtual time, where the
+        # wheel's position (``_wheel.now``) is the current tick.
+        self._clock: Callable[[], int] | None = None
         # Called as _kick(rq), state lock held, when rq gets new work; None
         # when nobody needs telling (the simulator steps by itself).
         self._kick: Callable[[RunQueue], None] | None = None

@@ -65,15 +65,16 @@ class TimerWheel:
 
     def arm(self, kc: Continuation[Any], deadline: int) -> None:
         """Arm (or re-arm) ``kc`` for ``deadline`` (which is > ``now``)."""
+        epoch = self.now >> NEAR_BITS
         old = kc._bucket
         if old is not None:
             del old[kc]
-            if not old and kc._deadline >> NEAR_BITS != self.now >> NEAR_BITS:
+            if not old and kc._deadline >> NEAR_BITS != epoch:
                 del self.far[kc._deadline >> NEAR_BITS]  # an emptied far bucket
         else:
             self.count += 1
         bucket: Bucket | None
-        if deadline >> NEAR_BITS == self.now >> NEAR_BITS:
+        if deadline >> NEAR_BITS == epoch:
             bucket = self.near[deadline & NEAR_MASK]
         else:
             bucket = self.far.get(deadline >> NEAR_BITS)
