@@ -252,18 +252,13 @@ class Runtime(RuntimeCore):
         if cpu is not None:
             idle = self._idle[cpu.index][band]
             if idle:
-                worker = idle.pop()
-                worker.idle = False
-                worker.sem.release()
+                _wake_one_locked(idle)
             elif band == BAND_THREAD:
                 self._note_starved_locked(cpu.index)
             return
         for per_cpu in self._idle:  # a shared queue: the first CPU free
-            idle = per_cpu[band]
-            if idle:
-                worker = idle.pop()
-                worker.idle = False
-                worker.sem.release()
+            if per_cpu[band]:
+                _wake_one_locked(per_cpu[band])
                 return
         if band == BAND_THREAD:
             for index in range(len(self.cpus)):
@@ -273,9 +268,7 @@ class Runtime(RuntimeCore):
         for per_cpu in self._idle:
             for idle in per_cpu:
                 while idle:
-                    worker = idle.pop()
-                    worker.idle = False
-                    worker.sem.release()
+                    _wake_one_locked(idle)
         self._wake_timer_locked()
 
     # -- concurrency management -------------------------------------------------
@@ -500,6 +493,14 @@ class Runtime(RuntimeCore):
             stats["timer_wakeups"] = self._timer_wakeups
             stats["running"] = self._running
         return stats
+
+
+def _wake_one_locked(idle: list[_Worker]) -> None:
+    """Take one worker off a non-empty idle list and wake it (state lock held):
+    exactly one release of its semaphore per sleep."""
+    worker = idle.pop()
+    worker.idle = False
+    worker.sem.release()
 
 
 def _available_cpus() -> int:

@@ -335,29 +335,22 @@ class RuntimeCore:
         ``func_ns``.
         """
         with self._lock:
+            names = (*COUNTERS, "depth")
             queues: dict[str, dict[str, int]] = {}
-            cpus = [dict.fromkeys((*COUNTERS, "depth"), 0) for _ in self.cpus]
+            cpus = [dict.fromkeys(names, 0) for _ in self.cpus]
+            totals = dict.fromkeys(names, 0)
             for wq in self._workqueues:
-                q = queues[wq.name] = dict.fromkeys((*COUNTERS, "depth"), 0)
+                q = queues[wq.name] = dict.fromkeys(names, 0)
                 for rq in wq.unique_rqs():
-                    for name in (*COUNTERS, "depth"):
-                        value = rq.depth() if name == "depth" else getattr(rq, name)
-                        if name == "depth_hwm":
-                            q[name] = max(q[name], value)
-                        else:
-                            q[name] += value
-                        if rq.cpu is not None:
-                            c = cpus[rq.cpu.index]
-                            c[name] = max(c[name], value) if name == "depth_hwm" else c[name] + value
+                    sample = {name: getattr(rq, name) for name in COUNTERS}
+                    sample["depth"] = rq.depth()
+                    _fold(q, sample)
+                    if rq.cpu is not None:
+                        _fold(cpus[rq.cpu.index], sample)
+                _fold(totals, q)
                 q["pri"] = wq.pri
                 q["percpu"] = int(wq.percpu)
                 q["bound"] = wq.bound
-            totals = dict.fromkeys((*COUNTERS, "depth"), 0)
-            for q in queues.values():
-                for name in totals:
-                    totals[name] = (
-                        max(totals[name], q[name]) if name == "depth_hwm" else totals[name] + q[name]
-                    )
             return {
                 "runtime": self.name,
                 "ticks": self._now(),
@@ -418,6 +411,12 @@ class RuntimeCore:
                 for rq in wq.unique_rqs():
                     rows.extend(_describe(kc, now) for kc in _queued_entries(rq))
             return rows
+
+
+def _fold(into: dict[str, int], sample: dict[str, int]) -> None:
+    """Add counters of ``sample`` into ``into``; a high-water mark takes the max."""
+    for name, value in sample.items():
+        into[name] = max(into[name], value) if name == "depth_hwm" else into[name] + value
 
 
 @dataclass(frozen=True)
