@@ -100,7 +100,10 @@ class Mutex:
         """True if some thread holds the lock."""
         return self._lock.locked()
 
-    __enter__ = acquire
+    def __enter__(self) -> bool:
+        # A method, not an alias of acquire: mypyc cannot compile a class
+        # attribute bound to a method (benchmarks/mypyc_experiment.sh).
+        return self.acquire()
 
     def __exit__(
         self,
