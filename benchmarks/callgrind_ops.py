@@ -11,12 +11,16 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import contextvars
 import gc
 import sys
+import threading
 
 import kcont
 from kcont._core.dispatch import dispatch
+from kcont._core.runtime import _tls
 from kcont._core.workqueue import ALL_BANDS
+from kcont.bench import HashedWheel, WheelTimer
 
 
 def _noop(arg: object, kc: object) -> None:
@@ -39,6 +43,10 @@ def main(mode: str, n: int) -> None:
     timers = [rt.continuation(kcont.wq_softclock, _noop, None) for _ in range(POOL)]
     for timer in timers:
         timer.schedule(5000)
+    wheel = HashedWheel()  # the benchmark's floor: a bare hashed wheel, no semantics
+    bare = [WheelTimer(_cb, None) for _ in range(POOL)]
+    for t in bare:
+        wheel.schedule(t, 5000)
     loop = asyncio.new_event_loop()
     gc.collect()
     gc.disable()
@@ -57,6 +65,10 @@ def main(mode: str, n: int) -> None:
     elif mode == "rearm":
         for timer in timers[:n]:
             timer.schedule(3000)
+    elif mode == "wheel-rearm":
+        schedule = wheel.schedule
+        for t in bare[:n]:
+            schedule(t, 3000)
     elif mode == "asyncio":
         for i in range(n):
             loop.call_soon(_cb, i)
@@ -69,9 +81,46 @@ def main(mode: str, n: int) -> None:
         while queue:
             func, arg = queue.popleft()
             func(arg)  # type: ignore[operator]
+    elif mode in PRIMITIVES:
+        primitive(mode, n)
     else:
         raise SystemExit(f"unknown mode {mode!r}")
     loop.close()
+
+
+# CPython primitives that any implementation of kcont's semantics pays for
+# (docs/performance.md): each mode runs one in a loop; subtract the `loop` mode.
+PRIMITIVES = ("loop", "call", "lock", "with-lock", "copy-context", "ctx-run", "thread-local")
+
+
+def primitive(mode: str, n: int) -> None:
+    lock = threading.Lock()
+    ctx = contextvars.copy_context()
+    copy_context = contextvars.copy_context
+    tls = _tls  # what Continuation.schedule reads to find the caller's CPU
+    if mode == "loop":
+        for _ in range(n):
+            pass
+    elif mode == "call":
+        for _ in range(n):
+            _noop(None, None)
+    elif mode == "lock":
+        for _ in range(n):
+            lock.acquire()
+            lock.release()
+    elif mode == "with-lock":
+        for _ in range(n):
+            with lock:
+                pass
+    elif mode == "copy-context":
+        for _ in range(n):
+            copy_context()
+    elif mode == "ctx-run":
+        for _ in range(n):
+            ctx.run(_noop, None, None)
+    elif mode == "thread-local":
+        for _ in range(n):
+            tls.cpu  # noqa: B018 - the read is the measurement
 
 
 if __name__ == "__main__":
