@@ -229,6 +229,35 @@ def test_schedule_errors_leave_pending_timer_untouched(rt: SimRuntime) -> None:
     assert ran == [3]
 
 
+@pytest.mark.timeout(30)
+def test_messages_and_traces_never_call_user_repr(rt: SimRuntime) -> None:
+    """Refusal messages and trace labels are built under the state lock: they
+    label a callable object by its type, never by its ``__repr__`` (which may
+    use the runtime and would deadlock there)."""
+    calls: list[str] = []
+
+    class Handler:
+        def __call__(self, arg: object, kc: object) -> None:
+            pass
+
+        def __repr__(self) -> str:
+            calls.append("repr")
+            rt.stats()  # takes the state lock
+            return "Handler()"
+
+    kc = rt.continuation(kcont.wq_softnet, Handler())
+    kc.schedule()
+    with pytest.raises(BusyError, match=r"Handler .*INVOKING"):
+        kc.schedule()
+    assert kcont.capi.kcont_schedule(kc, None, 0) == errno.EBUSY
+    assert rt.stats()["totals"]["ebusy"] == 2
+    assert rt.run_until_idle() == 1
+    kc.destroy()
+    with pytest.raises(DestroyedError, match=r"Handler"):
+        kc.set_arg(1)
+    assert "Handler" in repr(kc) and calls == []
+
+
 # -- shut-down runtime -----------------------------------------------------------------------------
 
 

@@ -172,14 +172,14 @@ def _plant_swallowed_exception(mp: pytest.MonkeyPatch) -> None:
 
 
 def _plant_no_ebusy(mp: pytest.MonkeyPatch) -> None:
-    original = core_continuation.Continuation._schedule
+    original = core_continuation.Continuation.schedule
 
-    def schedule(self: Any, *args: Any, **kwargs: Any) -> int:
+    def schedule(self: Any, *args: Any, **kwargs: Any) -> None:
         if self._flags & QUEUED and not self._flags & RUNNING:
             self._flags &= ~INVOKING  # a committed invocation replaced without ack
-        return original(self, *args, **kwargs)  # type: ignore[no-any-return]
+        original(self, *args, **kwargs)
 
-    mp.setattr(core_continuation.Continuation, "_schedule", schedule)
+    mp.setattr(core_continuation.Continuation, "schedule", schedule)
 
 
 def _plant_setarg_lost(mp: pytest.MonkeyPatch) -> None:

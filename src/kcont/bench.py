@@ -62,6 +62,7 @@ from dataclasses import dataclass, field
 from typing import Any, TextIO
 
 import kcont
+from kcont.capi import kcont_schedule
 
 __all__ = ["BENCHMARKS", "HashedWheel", "add_arguments", "main", "run", "run_from_args"]
 
@@ -193,7 +194,7 @@ class Case:
 
     name: str
     impl: str
-    role: str  # "kcont", "floor", "competitor", "reference", "internal"
+    role: str  # "kcont", "floor", "competitor", "reference", "variant" (kcont through another API)
     measure: Measure
     n: int
     floor: str | None = None
@@ -395,7 +396,7 @@ def bench_immediate(cfg: Config, stack: ExitStack) -> Group:
             "depth 1: schedule one, run it, repeat (a reused continuation; the asyncio/uvloop callback "
             "call_soon()s the next); batch: schedule n, then run them all (a backlog of n).",
             "kcont sim: SimRuntime(ncpu=1); the public API (kc.schedule() + rt.step() / "
-            "rt.run_until_idle()) is the headline; '_schedule' is the internal errno-returning call.",
+            "rt.run_until_idle()) is the headline; 'kcont_schedule' is the C-style call (returns an errno).",
         ],
     )
     cases: list[Case] = []
@@ -455,14 +456,14 @@ def bench_immediate(cfg: Config, stack: ExitStack) -> Group:
         _check_hits(k, "kcont sim depth 1")
         return t, k
 
-    def sim_depth1_internal(k: int) -> tuple[float, int]:
-        schedule, step = kc1._schedule, rt.step
+    def sim_depth1_capi(k: int) -> tuple[float, int]:
+        step = rt.step
         t0 = perf()
         for _ in range(k):
-            schedule(None, 0)
+            kcont_schedule(kc1, None, 0)
             step()
         t = perf() - t0
-        _check_hits(k, "kcont sim depth 1 (_schedule)")
+        _check_hits(k, "kcont sim depth 1 (kcont_schedule)")
         return t, k
 
     def sim_batch(k: int) -> tuple[float, int]:
@@ -487,10 +488,10 @@ def bench_immediate(cfg: Config, stack: ExitStack) -> Group:
             also=("uvloop call_soon depth 1",),
         ),
         Case(
-            "kcont sim depth 1 (_schedule)",
+            "kcont sim depth 1 (kcont_schedule)",
             "kcont",
-            "internal",
-            sim_depth1_internal,
+            "variant",
+            sim_depth1_capi,
             n,
             floor="deque depth 1 (floor)",
             versus="asyncio call_soon depth 1",

@@ -21,7 +21,7 @@ import errno
 from collections.abc import Callable
 from typing import Any
 
-from ._core.continuation import R_SHUTDOWN, Continuation, refusal_errno
+from ._core.continuation import Continuation
 from ._core.mutex import Mutex
 from ._core.runtime import CPU, current_runtime
 from ._core.workqueue import (
@@ -38,7 +38,7 @@ from ._core.workqueue import (
     PredefinedQueue,
     Workqueue,
 )
-from .errors import BusyError, DestroyedError, InvalidArgumentError, ShutdownError
+from .errors import BusyError, DestroyedError, InvalidArgumentError, NoPerCPUQueueError
 
 __all__ = [
     "PRI_HIGH",
@@ -118,12 +118,11 @@ def kcont_schedule(kc: Continuation[Any], ci: CPU | None, nticks: int) -> int:
     without per-CPU queues) or ``EINVAL`` (negative ticks, ``ci`` of another
     runtime, destroyed continuation).
     """
-    code = _kc(kc)._schedule(ci, nticks)
-    if code == 0:
-        return 0
-    if code == R_SHUTDOWN:
-        raise ShutdownError(f"{kc.runtime!r} is shut down; {kc!r} cannot be scheduled")
-    return refusal_errno(code)
+    try:
+        _kc(kc).schedule(nticks, ci)
+    except (BusyError, NoPerCPUQueueError, InvalidArgumentError, DestroyedError) as refused:
+        return refused.errno
+    return 0
 
 
 def kcont_destroy(kc: Continuation[Any]) -> None:

@@ -50,7 +50,6 @@ Locking
 
 from __future__ import annotations
 
-import errno
 import threading
 from collections.abc import Callable
 from contextvars import Context, copy_context
@@ -77,7 +76,7 @@ from .flags import (
     flag_names,
 )
 from .mutex import Mutex
-from .runtime import CPU, _tls, check_timeout, current_runtime
+from .runtime import CPU, _tls, check_timeout, current_runtime, label_of
 from .workqueue import PredefinedQueue, Workqueue
 
 if TYPE_CHECKING:
@@ -88,8 +87,8 @@ _get_ident = threading.get_ident
 
 A = TypeVar("A")
 
-# Refusal codes of _schedule (0 is success).  The Pythonic API turns them into
-# exceptions with a message, the C-style API into the seed's errno values.
+# Why a schedule is refused; Continuation._refusal turns a code into the
+# exception (whose errno the C-style API returns).
 R_BUSY = 1
 R_NOPERCPU = 2
 R_NEGATIVE = 3
@@ -100,17 +99,8 @@ R_SHUTDOWN = 6
 # Flag combinations of the hot paths, folded once (names are not constants to
 # the compiler).
 _REFUSE = INVOKING | DESTROYED  # schedule is refused
-_REFUSE_OR_REPLACE = _REFUSE | QUEUED  # ... or must first leave the run queue
 _ARMED = PENDING | SHARED_CTX  # set by arming a timer
 _COMMITTED = EXPIRED | INVOKING | QUEUED  # set when an invocation is committed
-
-_REFUSAL_ERRNO = {
-    R_BUSY: errno.EBUSY,
-    R_NOPERCPU: errno.ENOENT,
-    R_NEGATIVE: errno.EINVAL,
-    R_FOREIGN_CPU: errno.EINVAL,
-    R_DESTROYED: errno.EINVAL,
-}
 
 
 class Continuation(Generic[A]):
@@ -215,14 +205,11 @@ class Continuation(Generic[A]):
             DestroyedError: the continuation was destroyed.
             ShutdownError: the runtime is shut down.
         """
+        # The whole transition is in this one method (a wrapper frame cost
+        # ≈ 4 % of every schedule and re-arm: docs/performance.md); the
+        # C-style layer turns its exceptions back into errno values.
         if ack and ack is not True:
             raise TypeError(f"ack must be a bool, not {type(ack).__name__}")
-        code = self._schedule(cpu, nticks, ack)
-        if code:
-            raise self._refusal(code, cpu, nticks)
-
-    def _schedule(self, cpu: CPU | None, nticks: int, ack: bool = False) -> int:
-        """The schedule transition; returns 0 or an ``R_*`` refusal code."""
         wq = self._wq
         rt = wq.rt
         if cpu is None:
@@ -234,22 +221,25 @@ class Continuation(Generic[A]):
         else:
             target = self._rq_for(cpu)
             if target.__class__ is int:
-                return target
+                raise self._refusal(target, cpu, nticks)
             rq = target  # type: ignore[assignment]
         if nticks.__class__ is not int:
             nticks = _check_ticks(nticks)
         if nticks < 0:
-            return R_NEGATIVE
+            raise self._refusal(R_NEGATIVE, cpu, nticks)
         ctx = copy_context()
         lock = rt._lock
         lock.acquire()
+        flags = self._flags
+        if ack:
+            flags &= ~INVOKING
+        if flags & _REFUSE or rt._closed:
+            refused = self._refused_locked(rq)  # counts only: cannot raise
+            lock.release()
+            # Built with the lock released: the message's repr() may run user code.
+            raise self._refusal(refused, cpu, nticks)
         try:
-            flags = self._flags
-            if ack:
-                flags &= ~INVOKING
-            if flags & _REFUSE_OR_REPLACE or rt._closed or (not nticks and flags & PENDING):
-                if flags & _REFUSE or rt._closed:
-                    return self._refused_locked(rq)
+            if flags & QUEUED or (not nticks and flags & PENDING):
                 self._leave_locked(flags)  # an acked entry, or a timer made immediate: replaced
                 flags = self._flags
             self._rq = rq
@@ -297,7 +287,6 @@ class Continuation(Generic[A]):
                 rt._record("schedule", self, rq.cpu, nticks)
         finally:
             lock.release()
-        return 0
 
     def _rq_for(self, cpu: object) -> RunQueue | int:
         """The run queue of ``cpu`` for this continuation, or a refusal code."""
@@ -505,7 +494,10 @@ class Continuation(Generic[A]):
     def _detach_locked(self) -> None:
         self._flags |= DETACHED
         self._wq.bound -= 1
-        # Drop references so a destroyed continuation pins nothing.
+        # Drop references so a destroyed continuation pins nothing; keep its
+        # label for messages and traces.
+        if self.name is None:
+            self.name = label_of(self)
         self._func = _destroyed_func
         self._arg = None  # type: ignore[assignment]
         self._ctx = None
@@ -692,8 +684,7 @@ class Continuation(Generic[A]):
             raise MutexError(f"{what}: the caller must hold {lock!r}, the lock of {self!r}")
 
     def __repr__(self) -> str:
-        label = self.name or getattr(self._func, "__qualname__", None) or repr(self._func)
-        return f"<kcont.Continuation {label} {flag_names(self._flags)} on {self._wq.name}>"
+        return f"<kcont.Continuation {label_of(self)} {flag_names(self._flags)} on {self._wq.name}>"
 
 
 def _destroyed_func(arg: object, kc: Continuation[Any]) -> None:
@@ -761,8 +752,3 @@ def expire_locked(kc: Continuation[Any], now: int) -> None:
         rq.late += 1
         rq.late_ticks += late
     rq.enqueue_locked(kc)
-
-
-def refusal_errno(code: int) -> int:
-    """The seed's errno for a refusal code (ShutdownError has none: it raises)."""
-    return _REFUSAL_ERRNO[code]

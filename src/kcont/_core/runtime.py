@@ -123,7 +123,7 @@ class RuntimeCore:
         self._invoked_on_freed = 0  # S: invocations counted by queues since freed
         self._pending_at_close = 0  # S: timers stopped by shutdown
         self._cancelled_at_close = 0  # S: committed invocations cancelled by shutdown
-        self._ctx_cache: Context | None = None  # S: see Continuation._schedule
+        self._ctx_cache: Context | None = None  # S: see Continuation.schedule
         self._trace: list[Any] | None = None
         # S: run queues parked until a given continuation stops RUNNING.
         self._run_waiters: dict[Continuation[Any], list[tuple[RunQueue, Any]]] = {}
@@ -439,10 +439,14 @@ class ShutdownAccount:
 
 
 def label_of(kc: Continuation[Any] | None) -> str:
-    """A continuation's name, or its function's qualified name."""
+    """A continuation's name, or its function's qualified name (its type's for
+    a callable object).  Traces and error messages are built under the state
+    lock, so this never calls the object's ``__repr__``: user code that uses
+    the runtime would deadlock there."""
     if kc is None:
         return ""
-    return kc.name or getattr(kc._func, "__qualname__", None) or repr(kc._func)
+    func = kc._func
+    return kc.name or getattr(func, "__qualname__", None) or type(func).__qualname__
 
 
 def _queued_entries(rq: RunQueue) -> list[Continuation[Any]]:
