@@ -1384,6 +1384,50 @@ def test_context_changes_do_not_leak_between_invocations(driver: Any) -> None:
     assert seen == ["base", "base", "base"]
 
 
+_obj_var: contextvars.ContextVar[object] = contextvars.ContextVar("kcont_test_obj_var")
+
+
+class _NoEquality:
+    """A value whose ``==`` raises, as a numpy array's truth value does."""
+
+    def __eq__(self, other: object) -> bool:
+        raise ValueError("the truth value of this comparison is ambiguous")
+
+    __hash__ = object.__hash__
+
+
+def test_timers_get_the_captured_objects_not_equal_ones(driver: Any) -> None:
+    """§15: captures are shared only when they bind the very same objects: two
+    timers armed with distinct but equal values each get their own."""
+    seen: list[tuple[str, object]] = []
+    first, second = {}, {}  # equal, not identical
+    a = Continuation(kcont.wq_softnet, lambda arg, k: seen.append(("a", _obj_var.get())))
+    b = Continuation(kcont.wq_softnet, lambda arg, k: seen.append(("b", _obj_var.get())))
+    token = _obj_var.set(first)
+    a.schedule(2)
+    _obj_var.set(second)
+    b.schedule(2)
+    _obj_var.reset(token)
+    driver.advance(3)
+    got = dict(seen)
+    assert len(seen) == 2 and got["a"] is first and got["b"] is second
+
+
+def test_context_values_are_never_compared_with_eq(driver: Any) -> None:
+    """§15: re-arming with a context value whose ``==`` raises neither raises
+    nor loses the value: the timer runs with the object of the last arming."""
+    seen: list[object] = []
+    kc = Continuation(kcont.wq_softnet, lambda arg, k: seen.append(_obj_var.get()))
+    old, new = _NoEquality(), _NoEquality()
+    token = _obj_var.set(old)
+    kc.schedule(3)
+    _obj_var.set(new)
+    kc.schedule(2)
+    _obj_var.reset(token)
+    driver.advance(3)
+    assert len(seen) == 1 and seen[0] is new
+
+
 def test_context_captured_inside_func_is_the_func_context(rt: SimRuntime) -> None:
     """§15: a schedule made inside func captures func's (modified) context."""
     seen: list[str] = []

@@ -244,11 +244,13 @@ class Continuation(Generic[A]):
                 flags = self._flags
             self._rq = rq
             if nticks:
-                # Contexts equal to the last one captured share its object, so
-                # a pending timer costs no Context of its own; the dispatcher
-                # runs a copy (SHARED_CTX), so nothing leaks between invocations.
-                if ctx == rt._ctx_cache:
-                    ctx = rt._ctx_cache
+                # A capture holding the very same values as the last one shares
+                # its object, so a pending timer costs no Context of its own;
+                # the dispatcher runs a copy (SHARED_CTX), so nothing leaks
+                # between invocations.
+                cached = rt._ctx_cache
+                if cached is not None and ((not ctx and not cached) or _same_values(ctx, cached)):
+                    ctx = cached
                 else:
                     rt._ctx_cache = ctx
                 self._ctx = ctx
@@ -689,6 +691,24 @@ class Continuation(Generic[A]):
 
 def _destroyed_func(arg: object, kc: Continuation[Any]) -> None:
     raise DestroyedError(f"{kc!r} was destroyed")  # never dispatched: stop dequeued it
+
+
+def _same_values(ctx: Context, cached: Context) -> bool:
+    """True if both contexts hold the same variables bound to the same objects.
+
+    Identity, not ``==``: ``Context.__eq__`` compares values with their own
+    ``__eq__``, which is user code (under the state lock here), may raise
+    (numpy arrays) and may call distinct objects equal (two empty dicts), in
+    which case a shared context would hand the function the wrong object."""
+    if len(ctx) != len(cached):
+        return False
+    for var, value in ctx.items():  # noqa: SIM110 - all() would allocate a generator per re-arm
+        if cached.get(var, _MISSING) is not value:
+            return False
+    return True
+
+
+_MISSING = object()
 
 
 def _check_ticks(nticks: object) -> int:
