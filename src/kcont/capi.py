@@ -116,7 +116,9 @@ def kcont_schedule(kc: Continuation[Any], ci: CPU | None, nticks: int) -> int:
 
     Returns 0, ``EBUSY`` (INVOKING), ``ENOENT`` (``ci`` given on a queue
     without per-CPU queues) or ``EINVAL`` (negative ticks, ``ci`` of another
-    runtime, destroyed continuation).
+    runtime, destroyed continuation).  A shut-down runtime raises
+    :class:`~kcont.ShutdownError`, wrong types ``TypeError``, as in the
+    Pythonic API.
     """
     try:
         _kc(kc).schedule(nticks, ci)
