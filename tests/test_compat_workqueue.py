@@ -450,3 +450,37 @@ def test_wait_on_the_simulator_steps_until_the_work_has_run(rt: kcont.SimRuntime
     assert done == [(1, 1)]
     assert not any(kc.queued or kc.running for kc in wq.continuations)
     workqueue_destroy(wq)
+
+
+def test_an_enqueue_refused_by_a_shut_down_runtime_leaves_nothing_recorded() -> None:
+    """kcont's own rule (the manual is silent): an enqueue that raises was not
+    made.  The work is not left recorded as enqueued, where it could neither
+    run nor be enqueued again, and the queue can still be destroyed."""
+    rt = kcont.SimRuntime(ncpu=1)
+    with rt:
+        wq = workqueue_create("w", lambda wk, arg: None, None, PRI_NONE, IPL_NONE, 0)
+        rt.shutdown()
+        wk = Item(1)
+        for _ in range(2):  # the second attempt is refused the same way, not as "already enqueued"
+            with pytest.raises(kcont.ShutdownError):
+                workqueue_enqueue(wq, wk)
+        workqueue_destroy(wq)
+
+
+@pytest.mark.timeout(30)
+def test_the_already_enqueued_message_is_built_outside_the_queue_lock(rt: kcont.SimRuntime) -> None:
+    """A work's ``__repr__`` is user code: it may use the layer (here, enqueue
+    another work on the same queue) without deadlocking the KASSERT message."""
+    wq = workqueue_create("w", lambda wk, arg: None, None, PRI_NONE, IPL_NONE, 0)
+    other = Item(2)
+
+    class Chatty(Work):
+        def __repr__(self) -> str:
+            workqueue_enqueue(wq, other)
+            return "Chatty()"
+
+    chatty = Chatty()
+    workqueue_enqueue(wq, chatty)
+    with pytest.raises(KassertError, match=r"Chatty\(\) is already enqueued"):
+        workqueue_enqueue(wq, chatty)
+    assert rt.run_until_idle() >= 1

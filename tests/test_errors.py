@@ -258,6 +258,31 @@ def test_messages_and_traces_never_call_user_repr(rt: SimRuntime) -> None:
     assert "Handler" in repr(kc) and calls == []
 
 
+@pytest.mark.timeout(30)
+def test_labels_run_no_user_attribute_lookup(rt: SimRuntime) -> None:
+    """Labels (traces, messages, the name a destroyed continuation keeps) read
+    no attribute of a callable object through its ``__getattr__``, which may
+    use the runtime under the state lock."""
+    looked_up: list[str] = []
+
+    class Handler:
+        def __call__(self, arg: object, kc: object) -> None:
+            pass
+
+        def __getattr__(self, attr: str) -> Any:
+            looked_up.append(attr)
+            rt.stats()  # takes the state lock
+            raise AttributeError(attr)
+
+    kc = rt.continuation(kcont.wq_softnet, Handler())
+    kc.schedule()
+    rt.run_until_idle()
+    kc.destroy()
+    assert looked_up == [] and "Handler" in repr(kc)
+    with pytest.raises(TypeError, match="name must be a str"):
+        rt.continuation(kcont.wq_softnet, Handler(), name=42)  # type: ignore[arg-type]
+
+
 # -- shut-down runtime -----------------------------------------------------------------------------
 
 

@@ -324,6 +324,32 @@ def test_default_exception_handler_logs_with_traceback(caplog: pytest.LogCapture
     assert records[0].exc_info is not None
 
 
+@pytest.mark.timeout(30)
+def test_a_handler_that_raises_a_base_exception_does_not_kill_the_worker(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A handler re-raising a function's KeyboardInterrupt is logged like any
+    failing handler; the worker that called it keeps running later work."""
+
+    def handler(kc: Continuation[Any], exc: BaseException) -> None:
+        raise exc
+
+    def interrupt(arg: object, kc: Continuation[Any]) -> None:
+        raise KeyboardInterrupt("from func")
+
+    ran: list[int] = []
+    with caplog.at_level(logging.ERROR, logger="kcont"), Runtime(ncpu=1) as rt:
+        rt.exception_handler = handler
+        Continuation(kcont.wq_softnet, interrupt).schedule()
+        rt.wait_idle(timeout=5)
+        later = Continuation(kcont.wq_softnet, lambda a, kc: ran.append(1))
+        later.schedule()
+        rt.wait_idle(timeout=5)
+        assert ran == [1] and rt.stats()["workers"][0]["soft"] == 1
+    assert any("exception handler" in r.getMessage() for r in caplog.records)
+    assert not any("died" in r.getMessage() for r in caplog.records)
+
+
 def test_context_of_the_scheduler_is_the_context_of_the_function(trt: Runtime) -> None:
     var: contextvars.ContextVar[str] = contextvars.ContextVar("var", default="unset")
     seen: list[str] = []

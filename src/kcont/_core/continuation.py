@@ -172,7 +172,9 @@ class Continuation(Generic[A]):
         self._ctx: Context | None = None
         self._runner: int | None = None
         self._release: Mutex | None = None
-        self.name = name
+        if name is not None and not isinstance(name, str):
+            raise TypeError(f"name must be a str or None, not {type(name).__name__}")
+        self.name = name if name is None else str(name)  # an exact str: labels run no user code
         rt = wq.rt
         with rt._lock:
             if wq.freed:

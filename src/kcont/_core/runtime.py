@@ -36,6 +36,7 @@ import threading
 from collections.abc import Callable, Iterator
 from contextvars import Context
 from dataclasses import dataclass
+from types import BuiltinFunctionType, FunctionType, MethodType
 from typing import TYPE_CHECKING, Any
 
 from ..errors import InvalidArgumentError, NoRuntimeError, ShutdownError
@@ -310,10 +311,12 @@ class RuntimeCore:
 
     def _report_exception(self, kc: Continuation[Any], exc: BaseException) -> None:
         """Hand ``exc`` (raised by ``kc``'s function) to the exception handler.
-        Never raises: a failing handler is logged."""
+        Never raises: a failing handler is logged, whatever it raised (a
+        handler that re-raises a function's KeyboardInterrupt must not kill
+        the worker that called it)."""
         try:
             self.exception_handler(kc, exc)
-        except Exception:
+        except BaseException:
             logger.exception("kcont exception handler %r failed", self.exception_handler)
 
     # -- trace -------------------------------------------------------------
@@ -438,15 +441,25 @@ class ShutdownAccount:
     unfinished: int
 
 
+# Callables whose __qualname__ is read without running user code.
+_PLAIN_FUNCTIONS = (FunctionType, MethodType, BuiltinFunctionType)
+
+
 def label_of(kc: Continuation[Any] | None) -> str:
     """A continuation's name, or its function's qualified name (its type's for
-    a callable object).  Traces and error messages are built under the state
-    lock, so this never calls the object's ``__repr__``: user code that uses
-    the runtime would deadlock there."""
+    any other callable).  Traces and error messages are built under the state
+    lock, so this runs no user code (no ``__repr__``, ``__getattr__`` or
+    ``__bool__`` of a user object): code that uses the runtime would deadlock
+    there."""
     if kc is None:
         return ""
+    name = kc.name
+    if name is not None and type(name) is str and name:
+        return name
     func = kc._func
-    return kc.name or getattr(func, "__qualname__", None) or type(func).__qualname__
+    if type(func) in _PLAIN_FUNCTIONS:
+        return func.__qualname__
+    return type(func).__qualname__
 
 
 def _queued_entries(rq: RunQueue) -> list[Continuation[Any]]:

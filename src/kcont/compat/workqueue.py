@@ -281,19 +281,29 @@ def workqueue_enqueue(wq: Workqueue, wk: Any, ci: kcont.CPU | None = None) -> No
     else:
         q = wq._queues[0]
     with wq._lock:
-        if wq._destroyed:
-            raise KassertError(f"workqueue_enqueue: {wq!r} was destroyed")
-        if id(wk) in wq._enqueued:
-            raise KassertError(
-                f"workqueue_enqueue: {wk!r} is already enqueued on {wq!r}; a work must not be "
-                "enqueued again until the callback is called"
-            )
-        wq._enqueued[id(wk)] = q
-        q.fifo.append(wk)
-        try:
-            q.kc.schedule(0, q.cpu)
-        except kcont.BusyError:
-            pass  # the worker is committed and has not started: it will take wk
+        destroyed = wq._destroyed
+        again = not destroyed and id(wk) in wq._enqueued
+        if not (destroyed or again):
+            wq._enqueued[id(wk)] = q
+            q.fifo.append(wk)
+            try:
+                q.kc.schedule(0, q.cpu)
+            except kcont.BusyError:
+                pass  # the worker is committed and has not started: it will take wk
+            except BaseException:
+                # Refused (shut down...): wk was never committed, so it must
+                # not stay recorded, or it could neither run nor be enqueued again.
+                q.fifo.pop()
+                del wq._enqueued[id(wk)]
+                raise
+    # The messages are built after the lock is released: wk's repr is user code.
+    if destroyed:
+        raise KassertError(f"workqueue_enqueue: {wq!r} was destroyed")
+    if again:
+        raise KassertError(
+            f"workqueue_enqueue: {wk!r} is already enqueued on {wq!r}; a work must not be "
+            "enqueued again until the callback is called"
+        )
 
 
 def workqueue_wait(wq: Workqueue, wk: Any) -> None:
