@@ -398,3 +398,24 @@ def test_mutex_misuse_in_func_does_not_break_the_runtime(rt: SimRuntime) -> None
         rt.run_until_idle()
     assert not lock.locked()
     assert_still_works(rt)
+
+
+def test_a_failed_lock_release_after_a_failing_func_loses_neither_error() -> None:
+    """§14: func released its own lock (no set_mutex) and raised: the handler
+    gets the dispatcher's MutexError chained to func's exception, as a
+    ``finally`` clause would chain them; the invocation counts as one failure."""
+    rt = SimRuntime(ncpu=1)
+    seen: list[BaseException] = []
+    rt.exception_handler = lambda kc, exc: seen.append(exc)
+    lock = Mutex("m")
+
+    def func(arg: object, kc: object) -> None:
+        lock.release()
+        raise ValueError("func failed too")
+
+    with rt:
+        Continuation(kcont.wq_softnet, func, lock=lock).schedule()
+        rt.run_until_idle()
+    assert [type(e) for e in seen] == [MutexError]
+    assert isinstance(seen[0].__context__, ValueError)
+    assert rt.stats()["totals"]["exceptions"] == 1 and not lock.locked()

@@ -11,6 +11,8 @@ catalogue); each docstring says what was wrong.
 from __future__ import annotations
 
 import contextlib
+import contextvars
+import gc
 import subprocess
 import sys
 import textwrap
@@ -230,3 +232,59 @@ def test_schedule_rejects_an_ack_that_is_not_a_bool() -> None:
     with pytest.raises(TypeError):
         kc.schedule(0, ack="no")  # type: ignore[arg-type]
     assert not kc.queued
+
+
+# -- user code run by dropping the last reference under the state lock -----------------------------
+# Found by an audit for user code under locks: the last reference to a
+# function, argument or context value was dropped with the state lock held, so
+# its __del__ (user code, which may use the runtime and would then deadlock)
+# ran there.
+
+
+class _Tracked:
+    """Records, when it dies, whether its runtime's state lock was held."""
+
+    def __init__(self, rt: Any, log: list[tuple[str, bool]], tag: str) -> None:
+        self.rt, self.log, self.tag = rt, log, tag
+
+    def __call__(self, arg: Any, kc: Any) -> None:
+        pass
+
+    def __del__(self) -> None:
+        self.log.append((self.tag, self.rt._lock.locked()))
+
+
+def test_no_object_dies_under_the_state_lock() -> None:
+    log: list[tuple[str, bool]] = []
+    var: contextvars.ContextVar[Any] = contextvars.ContextVar("tracked")
+    gc_was_enabled = gc.isenabled()
+    gc.disable()  # deaths by reference count only, at a known point
+    try:
+        rt = SimRuntime(ncpu=1)
+        with rt:
+            kc = rt.continuation(kcont.wq_softnet, _noop, _Tracked(rt, log, "destroy"))
+            kc.destroy()
+            kc = rt.continuation(kcont.wq_softnet, _noop, _Tracked(rt, log, "set_arg"))
+            kc.set_arg(None)
+            kc = rt.continuation(kcont.wq_softnet, _Tracked(rt, log, "set_func"))
+            kc.set_func(_noop, None)
+
+            def arm() -> None:
+                var.set(_Tracked(rt, log, "context"))
+                kc.schedule()
+
+            contextvars.copy_context().run(arm)
+            rt.run_until_idle()
+            kc.schedule()  # its new context replaces the one holding the value
+            rt.run_until_idle()
+            for i in range(2):  # fire and forget: the dispatcher holds the last reference
+                rt.continuation(kcont.wq_softnet, _noop, _Tracked(rt, log, f"fire{i}")).schedule()
+            rt.run_until_idle()
+            rt.continuation(kcont.wq_softnet, _noop, _Tracked(rt, log, "pending")).schedule(5)
+            rt.shutdown()
+    finally:
+        if gc_was_enabled:
+            gc.enable()
+    tags = {tag for tag, _ in log}
+    assert {"destroy", "set_arg", "set_func", "context", "fire0", "fire1", "pending"} <= tags
+    assert [tag for tag, held in log if held] == []

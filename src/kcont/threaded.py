@@ -448,10 +448,12 @@ class Runtime(RuntimeCore):
             raise TypeError("wait and cancel must be bools")
         with self._lock:
             inside = any(w.thread is threading.current_thread() for w in self._workers)
+        kept: list[Any] = []  # what shutdown dropped, released with no lock held
         with self._shutdown_lock:
             with self._lock:
                 if not self._closed or cancel:
                     self._close_locked(cancel)
+                    kept += self._take_dropped_locked()
                     self._stopping = True
                     self._wake_all_locked()
             if inside or not wait:
@@ -464,6 +466,7 @@ class Runtime(RuntimeCore):
                 if self._workers:
                     # Gave up: cancel what never started, let idle workers go.
                     self._close_locked(True)
+                    kept += self._take_dropped_locked()
                     self._abandon = True
                     self._wake_all_locked()
             for worker in list(self._workers):

@@ -245,6 +245,7 @@ class Continuation(Generic[A]):
                 self._leave_locked(flags)  # an acked entry, or a timer made immediate: replaced
                 flags = self._flags
             self._rq = rq
+            _replaced = self._ctx  # dies after the lock is released, at return
             if nticks:
                 # A capture holding the very same values as the last one shares
                 # its object, so a pending timer costs no Context of its own;
@@ -490,6 +491,7 @@ class Continuation(Generic[A]):
                 rt._record("destroy", self, self._rq.cpu)
             if not self._flags & RUNNING:
                 self._detach_locked()
+                _dropped = rt._take_dropped_locked()  # dies after the lock is released
                 return
             if self._runner == _get_ident():
                 return  # end_locked detaches it after the function returns
@@ -502,6 +504,7 @@ class Continuation(Generic[A]):
         # label for messages and traces.
         if self.name is None:
             self.name = label_of(self)
+        self._wq.rt._dropped.append((self._func, self._arg, self._ctx))
         self._func = _destroyed_func
         self._arg = None  # type: ignore[assignment]
         self._ctx = None
@@ -608,7 +611,9 @@ class Continuation(Generic[A]):
         rt = self._wq.rt
         with rt._lock:
             self._check_settable_locked("setarg")
+            replaced = self._arg  # dies after the lock is released: see the module doc
             self._arg = arg
+        del replaced
 
     def set_func(self, func: Callable[[A, Continuation[A]], object], arg: A) -> None:
         """Change the function and argument (the seed's ``kcont_setfunc``,
@@ -634,8 +639,10 @@ class Continuation(Generic[A]):
                     f"{self!r} has no lock and is {flag_names(self._flags)}: its function "
                     "can only change while it is neither PENDING nor INVOKING"
                 )
+            replaced = (self._func, self._arg)  # dies after the lock is released
             self._func = func
             self._arg = arg
+        del replaced
 
     def set_mutex(self, lock: Mutex | None) -> Mutex | None:
         """Replace the associated lock and return the previous one (the

@@ -25,9 +25,11 @@ Sequence (FreeBSD ``softclock_call_cc`` is the model)
        the invocation over; then (if the limit allows) pick the next one.  Nothing but the continuation
        object itself, which the runtime keeps alive, is touched after ``func``
        returns.
-    5. An exception from ``func`` (or from releasing its lock) goes to the
-       runtime's exception handler, after the bookkeeping and with no lock
-       held, and never escapes to the worker (the simulator may re-raise it).
+    5. An exception from ``func`` (or from releasing its lock; if both
+       raise, the release's, chained to ``func``'s as by a ``finally``
+       clause, so neither is lost) goes to the runtime's exception handler,
+       after the bookkeeping and with no lock held, and never escapes to the
+       worker (the simulator may re-raise it).
 
 Context
     The caller runs it on a thread whose current CPU (``kcont.curcpu()``) is
@@ -67,6 +69,11 @@ def dispatch(rt: RuntimeCore, cpu: CPU, bands: Sequence[int], limit: int = 1) ->
     trace = rt._trace
     time_funcs = rt._time_funcs
     last = None
+    # Continuations run by this call, kept until the state lock is released
+    # for good: a continuation nobody else references dies with our last
+    # reference, and the __del__ of its function, argument or context values
+    # (user code, which may use the runtime) must not run with the lock held.
+    finished = []
     me = get_ident()
     lock.acquire()
     try:
@@ -109,6 +116,9 @@ def dispatch(rt: RuntimeCore, cpu: CPU, bands: Sequence[int], limit: int = 1) ->
                     ctx.run(func, arg, kc)
                 except BaseException as exc:  # contained, reported below
                     failure = exc
+            # Our references to what func may have replaced (set_arg, set_func,
+            # variables of a context copy) are dropped before the lock is taken.
+            del ctx, func, arg
             held = kc._release  # only this thread changes it while RUNNING
             lock.acquire()
             end_locked(kc)
@@ -117,6 +127,7 @@ def dispatch(rt: RuntimeCore, cpu: CPU, bands: Sequence[int], limit: int = 1) ->
             if elapsed:
                 rq.func_ns += elapsed
             last = kc
+            finished.append(kc)
             if held is not None:
                 # Released only now, so that whoever takes it next sees the
                 # invocation ended (INVOKING clear), and never under the state
@@ -125,8 +136,9 @@ def dispatch(rt: RuntimeCore, cpu: CPU, bands: Sequence[int], limit: int = 1) ->
                 try:
                     held.release()
                 except BaseException as exc:  # e.g. func released it without set_mutex
-                    if failure is None:
-                        failure = exc
+                    if failure is not None and exc.__context__ is None:
+                        exc.__context__ = failure  # chained as a `finally` clause would
+                    failure = exc
                 lock.acquire()
             if failure is None:
                 if trace is not None:
@@ -142,5 +154,6 @@ def dispatch(rt: RuntimeCore, cpu: CPU, bands: Sequence[int], limit: int = 1) ->
                 finally:
                     lock.acquire()
     finally:
+        _dropped = rt._take_dropped_locked()  # dies after the release below
         lock.release()
     return last

@@ -125,6 +125,9 @@ class RuntimeCore:
         self._pending_at_close = 0  # S: timers stopped by shutdown
         self._cancelled_at_close = 0  # S: committed invocations cancelled by shutdown
         self._ctx_cache: Context | None = None  # S: see Continuation.schedule
+        # S: objects whose last reference was dropped under the state lock,
+        # kept until it is released (see _take_dropped_locked).
+        self._dropped: list[Any] = []
         self._trace: list[Any] | None = None
         # S: run queues parked until a given continuation stops RUNNING.
         self._run_waiters: dict[Continuation[Any], list[tuple[RunQueue, Any]]] = {}
@@ -383,6 +386,16 @@ class RuntimeCore:
                 unfinished=self._running,
             )
 
+    def _take_dropped_locked(self) -> list[Any]:
+        """Hand over the objects dropped under the state lock.  The caller
+        keeps the list until it has released the lock, so that their
+        ``__del__`` or weakref callbacks, which are user code and may use the
+        runtime, never run with the lock held."""
+        dropped = self._dropped
+        if dropped:
+            self._dropped = []
+        return dropped
+
     def _close_locked(self, cancel: bool) -> None:
         """Refuse new work; stop every pending timer and, if ``cancel``, every
         queued invocation, adding them to the shutdown account.  Idempotent."""
@@ -391,12 +404,15 @@ class RuntimeCore:
         for kc in pending:
             kc._stop_locked()
         self._pending_at_close += len(pending)
+        self._dropped.extend(pending)  # the wheel may have held their last reference
         if cancel:
             for wq in self._workqueues:
                 for rq in wq.unique_rqs():
-                    for kc in _queued_entries(rq):
+                    queued = _queued_entries(rq)
+                    for kc in queued:
                         kc._stop_locked()
                         self._cancelled_at_close += 1
+                    self._dropped.extend(queued)
 
     def _queued_locked(self) -> int:
         """Entries committed and not started, parked ones included."""
