@@ -46,6 +46,12 @@ Locking
     NetBSD's ``callout_pending``).  Functions named ``*_locked`` require the
     state lock; the others take it.  A :class:`~kcont.Mutex` is never released
     with the state lock held (its waiters take that lock).
+
+    No user code runs with the state lock held: labels and messages read no
+    user attribute (``label_of``), contexts are compared by identity, and a
+    reference that may be the last one to a user object (a replaced function,
+    argument or context, a detached continuation's) is kept in a local or in
+    ``rt._dropped`` until the lock is released, so ``__del__`` runs outside.
 """
 
 from __future__ import annotations
@@ -611,7 +617,7 @@ class Continuation(Generic[A]):
         rt = self._wq.rt
         with rt._lock:
             self._check_settable_locked("setarg")
-            replaced = self._arg  # dies after the lock is released: see the module doc
+            replaced = self._arg  # dies after the lock is released (module doc, Locking)
             self._arg = arg
         del replaced
 
