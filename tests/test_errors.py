@@ -419,3 +419,22 @@ def test_a_failed_lock_release_after_a_failing_func_loses_neither_error() -> Non
     assert [type(e) for e in seen] == [MutexError]
     assert isinstance(seen[0].__context__, ValueError)
     assert rt.stats()["totals"]["exceptions"] == 1 and not lock.locked()
+
+
+def test_a_continuation_subclass_cannot_redefine_equality() -> None:
+    """Continuations are found by identity (run queues, the wheel): a subclass
+    with a value-based ``__eq__`` would let ``stop()`` remove another one."""
+    with pytest.raises(TypeError, match="may not define __eq__"):
+
+        class ByName(Continuation[Any]):
+            def __eq__(self, other: object) -> bool:
+                return True
+
+    class Named(Continuation[Any]):  # other subclasses are allowed
+        pass
+
+    rt = SimRuntime(ncpu=1)
+    with rt:
+        kc = Named(kcont.wq_softnet, lambda a, k: None)
+        kc.schedule()
+        assert rt.run_until_idle() == 1

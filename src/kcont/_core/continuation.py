@@ -149,6 +149,18 @@ class Continuation(Generic[A]):
         "name",
     )
 
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        # Run queues, the timer wheel and the waiter tables find a continuation
+        # by identity (dict keys, deque.remove): a value-based __eq__ would let
+        # stop() remove another, equal continuation, and would run user code
+        # under the state lock.
+        super().__init_subclass__(**kwargs)
+        for name in ("__eq__", "__hash__"):
+            if name in cls.__dict__:
+                raise TypeError(
+                    f"{cls.__qualname__} may not define {name}: a continuation is equal only to itself"
+                )
+
     def __init__(
         self,
         wq: Workqueue | PredefinedQueue,
