@@ -227,10 +227,11 @@ def test_public_helpers_reject_wrong_types_and_values(case: str) -> None:
             rt.run_until_idle("many")  # type: ignore[arg-type]
 
 
-def test_schedule_rejects_an_ack_that_is_not_a_bool() -> None:
+@pytest.mark.parametrize("ack", ["no", 0, None, ""])
+def test_schedule_rejects_an_ack_that_is_not_a_bool(ack: Any) -> None:
     _, kc = _sim_kc()
-    with pytest.raises(TypeError):
-        kc.schedule(0, ack="no")  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match="ack must be a bool"):
+        kc.schedule(0, ack=ack)
     assert not kc.queued
 
 

@@ -228,7 +228,7 @@ class Continuation(Generic[A]):
         # The whole transition is in this one method (a wrapper frame cost
         # ≈ 4 % of every schedule and re-arm: docs/performance.md); the
         # C-style layer turns its exceptions back into errno values.
-        if ack and ack is not True:
+        if ack is not False and ack is not True:
             raise TypeError(f"ack must be a bool, not {type(ack).__name__}")
         wq = self._wq
         rt = wq.rt
