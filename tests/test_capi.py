@@ -122,6 +122,17 @@ def test_schedule_returns_zero_ebusy_enoent_einval(rt: SimRuntime) -> None:
     assert is_int(kcont_schedule(kc, None, 2), errno.EINVAL)
 
 
+def test_schedule_with_a_wrong_type_raises_whatever_ci_is(rt: SimRuntime) -> None:
+    """§5/§14: a wrong nticks type is misuse and raises, before ci is looked
+    at: it is never turned into the errno a refused ci would get."""
+    shared = kcont_create(kcont_workqueue_acquire(100, 0), None, noop, None, 0)
+    percpu = kcont_create(kcont.wq_softnet, None, noop, None, 0)
+    for kc, ci in ((shared, rt.cpus[0]), (percpu, SimRuntime().cpus[0])):
+        for bad in ("5", 1.5):
+            with pytest.raises(TypeError, match="nticks must be an int"):
+                kcont_schedule(kc, ci, bad)  # type: ignore[arg-type]
+
+
 def test_schedule_percpu_acquired_queue_accepts_ci(rt: SimRuntime) -> None:
     """Seed: with WQ_PERCPU, ci selects the CPU."""
     where: list[int] = []

@@ -663,3 +663,31 @@ def test_reset_racing_an_expiry_never_calls_the_new_pair_early(driver: Any, monk
     driver.settle()
     assert "new" not in calls
     assert calls in ([], ["old"])  # "old" only if it fired before callout_reset began
+
+
+@pytest.mark.timeout(30)
+def test_reset_runs_no_user_repr_under_the_callout_lock(rt: kcont.SimRuntime) -> None:
+    """kcont's own rule: the trace name of a callout is taken from a plain
+    function's ``__qualname__`` or the callable's type, never its ``repr``,
+    which may raise (the old arming would be lost) or use the callout (a
+    deadlock on the callout's lock)."""
+    calls: list[Any] = []
+    c = callout_init(CALLOUT_MPSAFE)
+
+    class Handler:
+        def __init__(self, tag: str) -> None:
+            self.tag = tag
+
+        def __call__(self, arg: Any) -> None:
+            calls.append((self.tag, arg, rt.ticks))
+
+        def __repr__(self) -> str:
+            callout_invoking(c)  # takes the callout's lock
+            raise RuntimeError("repr failed")
+
+    callout_reset(c, 10, Handler("old"), "a")
+    callout_reset(c, 5, Handler("new"), "b")
+    assert callout_pending(c)
+    rt.advance(10)
+    assert calls == [("new", "b", 5)]
+    assert c.continuation.name is not None and c.continuation.name.endswith("<locals>.Handler")

@@ -559,3 +559,25 @@ def test_stats_count_per_queue_and_cpu(trt: Runtime) -> None:
     assert q["func_ns"] >= 1_000_000
     assert stats["cpus"][1]["invoked"] >= 1
     assert stats["workers"][0]["soft"] == 1
+
+
+@pytest.mark.timeout(30)
+def test_waits_longer_than_a_lock_can_wait_are_clamped() -> None:
+    """A timer armed for 10**13 ticks, ``flush(timeout=inf)`` and
+    ``idle_timeout=inf``: waits beyond ``threading.TIMEOUT_MAX`` used to raise
+    OverflowError (in the timer thread, which then died with every timer)."""
+    fired: list[str] = []
+    with Runtime(ncpu=1, hz=1000, idle_timeout=float("inf")) as rt:
+        far = Continuation(kcont.wq_softclock, lambda a, kc: fired.append("far"))
+        far.schedule(10**13)
+        near = Continuation(kcont.wq_softclock, lambda a, kc: fired.append("near"))
+        near.schedule(2)
+        deadline = time.monotonic() + 10
+        while "near" not in fired and time.monotonic() < deadline:
+            time.sleep(0.005)
+        assert fired == ["near"] and far.pending
+        near.schedule(0)
+        near.flush(timeout=float("inf"))
+        assert rt.stats()["workers"][0]["soft"] == 1
+        account = rt.shutdown(timeout=float("inf"))
+    assert account.pending == 1 and account.ran == 2

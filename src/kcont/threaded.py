@@ -126,8 +126,8 @@ class Runtime(RuntimeCore):
         self._pin_map = _pin_map(pin, ncpu)
         super().__init__(ncpu, hz, name)
         self.max_thread_workers = max_thread_workers
-        self.stall_threshold = float(stall_threshold)
-        self.idle_timeout = float(idle_timeout)
+        self.stall_threshold = min(float(stall_threshold), threading.TIMEOUT_MAX)
+        self.idle_timeout = min(float(idle_timeout), threading.TIMEOUT_MAX)  # inf: never retire
         self._kick = self._kick_worker_locked
         self._time_funcs = True
         self._clock = self._now
@@ -350,7 +350,9 @@ class Runtime(RuntimeCore):
                     wake_ns = time.monotonic_ns() + _NS // 100 if wake_ns is None else wake_ns
                 self._timer_sleeping = True
             timeout = -1 if wake_ns is None else max(0.0, (wake_ns - time.monotonic_ns()) / _NS)
-            if not sem.acquire(True, timeout):
+            # A deadline further than a lock can wait (a timer armed for
+            # 10**13 ticks): wake at the limit and look again.
+            if not sem.acquire(True, min(timeout, threading.TIMEOUT_MAX)):
                 with self._lock:
                     if not self._timer_sleeping:
                         sem.acquire()  # a kick raced the timeout: consume it
@@ -405,7 +407,7 @@ class Runtime(RuntimeCore):
                 break
             if limit is not None and time.monotonic() + delay > limit:
                 raise TimeoutError(f"tick {target} would come after the {timeout} s timeout")
-            time.sleep(delay)
+            time.sleep(min(delay, 3600.0))  # time.sleep overflows on huge delays: loop instead
         with self._lock:
             self._expire_due_locked()
 

@@ -230,6 +230,8 @@ class Continuation(Generic[A]):
         # C-style layer turns its exceptions back into errno values.
         if ack is not False and ack is not True:
             raise TypeError(f"ack must be a bool, not {type(ack).__name__}")
+        if nticks.__class__ is not int:  # a wrong type is misuse: raised before any errno
+            nticks = _check_ticks(nticks)
         wq = self._wq
         rt = wq.rt
         if cpu is None:
@@ -243,8 +245,6 @@ class Continuation(Generic[A]):
             if target.__class__ is int:
                 raise self._refusal(target, cpu, nticks)
             rq = target  # type: ignore[assignment]
-        if nticks.__class__ is not int:
-            nticks = _check_ticks(nticks)
         if nticks < 0:
             raise self._refusal(R_NEGATIVE, cpu, nticks)
         ctx = copy_context()

@@ -506,7 +506,9 @@ def check_timeout(timeout: object) -> float | None:
         raise TypeError(f"timeout must be a number of seconds or None, not {type(timeout).__name__}")
     if timeout != timeout or timeout < 0:  # NaN or negative
         raise InvalidArgumentError(f"timeout must be >= 0 seconds, not {timeout!r}")
-    return float(timeout)
+    # Longer than a lock can wait (inf, 1e12...) is as good as no limit, but
+    # must not reach Lock.acquire, which raises OverflowError beyond it.
+    return min(float(timeout), threading.TIMEOUT_MAX)
 
 
 def current_runtime() -> Any:

@@ -71,6 +71,7 @@ Locking
 from __future__ import annotations
 
 import threading
+import types
 from collections.abc import Callable
 from typing import Any
 
@@ -204,13 +205,22 @@ def callout_setfunc(c: Callout, func: Handler, arg: Any) -> None:
     """
     _check(c)
     _check_func(func)
-    _set_call(c, func, arg)
+    _set_call(c, func, arg, _label(func))
 
 
-def _set_call(c: Callout, func: Handler, arg: Any) -> None:
+def _label(func: Handler) -> str:
+    """The trace name of a callout running ``func``, computed before any lock
+    is taken: a plain function's qualified name, or its type's (never
+    ``repr``, which is user code that may raise or use the callout)."""
+    if type(func) in (types.FunctionType, types.MethodType, types.BuiltinFunctionType):
+        return f"callout:{func.__qualname__}"
+    return f"callout:{type(func).__qualname__}"
+
+
+def _set_call(c: Callout, func: Handler, arg: Any, label: str) -> None:
     kc = c._kc
     kc.set_arg((c, func, arg))
-    kc.name = f"callout:{getattr(func, '__qualname__', repr(func))}"
+    kc.name = label
 
 
 def _check_ticks(ticks: object, what: str) -> int:
@@ -276,6 +286,7 @@ def callout_reset(c: Callout, ticks: int, func: Handler, arg: Any) -> None:
     _check(c)
     nticks = _check_ticks(ticks, "callout_reset")
     _check_func(func)
+    label = _label(func)
     kc = c._kc
     with c._lock:
         cpu = _target_cpu(c)  # before stop(), which clears PENDING
@@ -283,7 +294,7 @@ def callout_reset(c: Callout, ticks: int, func: Handler, arg: Any) -> None:
         # previous arming first, so that no expiry of it can fall between
         # set_arg and schedule and call the new pair.
         kc.stop()
-        _set_call(c, func, arg)  # DestroyedError here if destroyed (stop changed nothing)
+        _set_call(c, func, arg, label)  # DestroyedError here if destroyed (stop changed nothing)
         c._sticky = False
         kc.schedule(nticks, cpu, ack=True)
 
