@@ -581,3 +581,30 @@ def test_waits_longer_than_a_lock_can_wait_are_clamped() -> None:
         assert rt.stats()["workers"][0]["soft"] == 1
         account = rt.shutdown(timeout=float("inf"))
     assert account.pending == 1 and account.ran == 2
+
+
+@pytest.mark.timeout(30)
+def test_shutdown_from_inside_while_an_outside_shutdown_waits_returns_at_once() -> None:
+    """An outside shutdown() waits for the workers while holding the shutdown
+    lock; a continuation calling shutdown() meanwhile must not wait for that
+    lock (it used to: both waited for each other for ever)."""
+    started, release = threading.Event(), threading.Event()
+    inner: list[Any] = []
+
+    def func(arg: object, kc: Continuation[Any]) -> None:
+        started.set()
+        release.wait(10)
+        inner.append(rt.shutdown())
+
+    rt = Runtime(ncpu=1)
+    with rt:
+        Continuation(kcont.wq_softnet, func).schedule()
+        assert started.wait(5)
+        timer = threading.Timer(0.2, release.set)
+        timer.start()
+        # Waits for func, which calls shutdown() from inside.  The timeout only
+        # turns the old deadlock into a failure (unfinished=1) instead of a hang.
+        outer = rt.shutdown(timeout=10)
+        timer.join()
+    assert len(inner) == 1 and inner[0].unfinished == 1
+    assert outer.ran == 1 and outer.unfinished == 0

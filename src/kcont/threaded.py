@@ -448,17 +448,19 @@ class Runtime(RuntimeCore):
         timeout = check_timeout(timeout)
         if not isinstance(cancel, bool) or not isinstance(wait, bool):
             raise TypeError("wait and cancel must be bools")
+        kept: list[Any] = []  # what shutdown dropped, released with no lock held
         with self._lock:
             inside = any(w.thread is threading.current_thread() for w in self._workers)
-        kept: list[Any] = []  # what shutdown dropped, released with no lock held
+            if inside:
+                # Never wait for _shutdown_lock here: an outside shutdown holds
+                # it while it waits for this very worker to finish.
+                kept += self._begin_close_locked(cancel)
+        if inside:
+            return self._account()
         with self._shutdown_lock:
             with self._lock:
-                if not self._closed or cancel:
-                    self._close_locked(cancel)
-                    kept += self._take_dropped_locked()
-                    self._stopping = True
-                    self._wake_all_locked()
-            if inside or not wait:
+                kept += self._begin_close_locked(cancel)
+            if not wait:
                 return self._account()
             deadline = None if timeout is None else time.monotonic() + timeout
             with self._lock:
@@ -480,6 +482,16 @@ class Runtime(RuntimeCore):
             with _live_lock:
                 _live_runtimes.discard(self)
             return self._account()
+
+    def _begin_close_locked(self, cancel: bool) -> list[Any]:
+        """Close (once, or again to cancel) and tell every thread to drain and
+        exit.  Returns what was dropped, to be released with no lock held."""
+        if self._closed and not cancel:
+            return []
+        self._close_locked(cancel)
+        self._stopping = True
+        self._wake_all_locked()
+        return self._take_dropped_locked()
 
     # -- statistics ------------------------------------------------------------
 
