@@ -608,3 +608,37 @@ def test_shutdown_from_inside_while_an_outside_shutdown_waits_returns_at_once() 
         timer.join()
     assert len(inner) == 1 and inner[0].unfinished == 1
     assert outer.ran == 1 and outer.unfinished == 0
+
+
+@pytest.mark.timeout(30)
+def test_a_worker_that_cannot_start_leaves_the_runtime_working(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Fault injection: starting an extra thread worker fails ("can't start
+    new thread").  The timer thread used to die of it, and the unstarted
+    worker stayed listed, so shutdown() waited for it for ever."""
+    real_start = threading.Thread.start
+
+    def failing_start(thread: threading.Thread) -> None:
+        if thread.name.endswith("/thread1"):  # the first extra thread worker
+            raise RuntimeError("can't start new thread")
+        real_start(thread)
+
+    monkeypatch.setattr(threading.Thread, "start", failing_start)
+    release = threading.Event()
+    fired = threading.Event()
+    with caplog.at_level(logging.ERROR, logger="kcont"):
+        rt = Runtime(ncpu=1, stall_threshold=0.02)
+        try:
+            rt.continuation(kcont.wq_prihigh, lambda a, kc: release.wait(5)).schedule()
+            rt.continuation(kcont.wq_prilow, lambda a, kc: None).schedule()  # waits: a stall
+            deadline = time.monotonic() + 5
+            while not any("could not start" in r.getMessage() for r in caplog.records):
+                assert time.monotonic() < deadline, "no spawn was attempted"
+                time.sleep(0.01)
+            rt.continuation(kcont.wq_softclock, lambda a, kc: fired.set()).schedule(5)
+            assert fired.wait(5), "the timer thread died"
+        finally:
+            release.set()
+            account = rt.shutdown(timeout=10)
+    assert account.unfinished == 0 and account.ran == 3

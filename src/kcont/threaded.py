@@ -195,8 +195,15 @@ class Runtime(RuntimeCore):
             daemon=True,
         )
         worker.thread = thread
+        try:
+            thread.start()
+        except BaseException:  # e.g. "can't start new thread": no trace of it may stay
+            if band == BAND_THREAD:
+                self._thread_workers[cpu.index] -= 1
+            raise
+        # Listed after it started (shutdown waits for every listed worker); it
+        # cannot end before, since ending takes the state lock we hold.
         self._workers.append(worker)
-        thread.start()
 
     def _worker_main(self, worker: _Worker) -> None:
         try:
@@ -303,8 +310,11 @@ class Runtime(RuntimeCore):
                 continue
             current = self._band_progress_locked(index)
             if current == progress and self._thread_workers[index] < self.max_thread_workers:
-                self._spawn_locked(cpu, BAND_THREAD, permanent=False)
-                self._spawned_extra += 1
+                try:
+                    self._spawn_locked(cpu, BAND_THREAD, permanent=False)
+                    self._spawned_extra += 1
+                except Exception:  # the timer thread must survive: retry at the next check
+                    logger.exception("kcont could not start an extra worker on CPU %d", index)
             due = now + self.stall_threshold
             self._starved[index] = (due, current)
             next_check = due if next_check is None else min(next_check, due)
