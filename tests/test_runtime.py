@@ -642,3 +642,35 @@ def test_a_worker_that_cannot_start_leaves_the_runtime_working(
             release.set()
             account = rt.shutdown(timeout=10)
     assert account.unfinished == 0 and account.ran == 3
+
+
+@pytest.mark.timeout(30)
+def test_shared_queue_traffic_on_another_cpu_does_not_hide_a_stall() -> None:
+    """CPU 0's only thread worker blocks while a shared thread-level queue
+    keeps running on CPU 1: CPU 0's waiting work still gets an extra worker
+    (the shared queue's counters used to count as CPU 0's progress)."""
+    stop, blocking, victim_ran = threading.Event(), threading.Event(), threading.Event()
+
+    def ticker(arg: object, kc: Continuation[Any]) -> None:
+        time.sleep(0.002)
+        if not stop.is_set():
+            kc.schedule(ack=True)
+
+    def blocker(arg: object, kc: Continuation[Any]) -> None:
+        blocking.set()
+        stop.wait(5)
+
+    rt = Runtime(ncpu=2, stall_threshold=0.02)
+    try:
+        rt.continuation(kcont.wq_prihigh, blocker).schedule(0, rt.cpus[0])
+        assert blocking.wait(5)
+        ticking = rt.continuation(rt.workqueue(kcont.PRI_MEDLOW), ticker)
+        with kcont.bind_cpu(rt.cpus[1]):
+            ticking.schedule()
+        time.sleep(0.05)
+        rt.continuation(kcont.wq_prilow, lambda a, kc: victim_ran.set()).schedule(0, rt.cpus[0])
+        assert victim_ran.wait(2.5), "CPU 0's work waited behind the blocked worker"
+        assert rt.stats()["extra_workers_started"] >= 1
+    finally:
+        stop.set()
+        rt.shutdown(timeout=10)

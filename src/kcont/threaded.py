@@ -140,6 +140,9 @@ class Runtime(RuntimeCore):
         self._idle: list[tuple[list[_Worker], list[_Worker]]] = [([], []) for _ in self.cpus]
         self._workers: list[_Worker] = []  # S: live workers
         self._thread_workers = [0] * ncpu  # S: live thread workers per CPU
+        # S: dispatch calls of each CPU's thread workers that ran something
+        # (see _band_progress_locked).
+        self._thread_progress = [0] * ncpu
         self._starved: dict[int, tuple[float, int]] = {}  # S: see _check_stalls_locked
         self._spawned_extra = 0  # S
         self._timer_sem = threading.Lock()
@@ -234,9 +237,12 @@ class Runtime(RuntimeCore):
         idle_list = self._idle[cpu.index][band]
         sem = worker.sem
         timeout = -1 if worker.permanent else self.idle_timeout
+        thread_level = band == BAND_THREAD
         while True:
-            dispatch(self, cpu, bands, _BATCH)
+            ran = dispatch(self, cpu, bands, _BATCH)
             with self._lock:
+                if ran is not None and thread_level:
+                    self._thread_progress[cpu.index] += 1
                 more = bool(ready[band])
                 if not more:
                     if self._abandon or (self._stopping and not any(rq.depth() for rq in cpu.rqs[band])):
@@ -289,8 +295,13 @@ class Runtime(RuntimeCore):
         self._wake_timer_locked()
 
     def _band_progress_locked(self, index: int) -> int:
-        """Invocations ended so far by CPU ``index``'s thread-level queues."""
-        return sum(rq.invoked for rq in self.cpus[index].rqs[BAND_THREAD])
+        """Progress of CPU ``index``'s thread workers: invocations ended by its
+        own per-CPU queues, plus its workers' dispatch calls that ran something
+        (which covers the shared queues: their counters also move when other
+        CPUs run them, and must not hide a stall here)."""
+        cpu = self.cpus[index]
+        own = sum(rq.invoked for rq in cpu.rqs[BAND_THREAD] if rq.cpu is cpu)
+        return own + self._thread_progress[index]
 
     def _check_stalls_locked(self) -> float | None:
         """Start a thread worker on each CPU whose thread-level queues ended
