@@ -38,7 +38,7 @@ from ._core.workqueue import (
     PredefinedQueue,
     Workqueue,
 )
-from .errors import BusyError, DestroyedError, InvalidArgumentError, NoPerCPUQueueError
+from .errors import BusyError, DestroyedError, InvalidArgumentError, KcontError
 
 __all__ = [
     "PRI_HIGH",
@@ -122,7 +122,9 @@ def kcont_schedule(kc: Continuation[Any], ci: CPU | None, nticks: int) -> int:
     """
     try:
         _kc(kc).schedule(nticks, ci)
-    except (BusyError, NoPerCPUQueueError, InvalidArgumentError, DestroyedError) as refused:
+    except KcontError as refused:
+        if refused.errno is None:  # misuse (ShutdownError...): raised, as in the Pythonic API
+            raise
         return refused.errno
     return 0
 

@@ -250,13 +250,11 @@ class SimRuntime(RuntimeCore):
             raise TypeError(f"cancel must be a bool, not {type(cancel).__name__}")
         kept: list[Any] = []  # what shutdown dropped, released with no lock held
         with self._lock:
-            self._close_locked(cancel)
-            kept += self._take_dropped_locked()
+            kept += self._close_locked(cancel)
         if not self._stepping:
             self.run_until_idle()
             with self._lock:
                 # What is still queued now waits for a lock nobody will
                 # release while this thread is here: cancel and count it.
-                self._close_locked(True)
-                kept += self._take_dropped_locked()
+                kept += self._close_locked(True)
         return self._account()

@@ -120,14 +120,17 @@ class Runtime(RuntimeCore):
             raise TypeError(f"max_thread_workers must be an int, not {type(max_thread_workers).__name__}")
         if max_thread_workers < 1:
             raise InvalidArgumentError(f"max_thread_workers must be >= 1, not {max_thread_workers}")
+        seconds = {}
         for label, value in (("stall_threshold", stall_threshold), ("idle_timeout", idle_timeout)):
-            if check_timeout(value) is None or value <= 0:
+            checked = check_timeout(value)  # clamped to what a lock can wait: inf never retires
+            if checked is None or checked <= 0:
                 raise InvalidArgumentError(f"{label} must be a number of seconds > 0, not {value!r}")
+            seconds[label] = checked
         self._pin_map = _pin_map(pin, ncpu)
         super().__init__(ncpu, hz, name)
         self.max_thread_workers = max_thread_workers
-        self.stall_threshold = min(float(stall_threshold), threading.TIMEOUT_MAX)
-        self.idle_timeout = min(float(idle_timeout), threading.TIMEOUT_MAX)  # inf: never retire
+        self.stall_threshold = seconds["stall_threshold"]
+        self.idle_timeout = seconds["idle_timeout"]
         self._kick = self._kick_worker_locked
         self._time_funcs = True
         self._clock = self._now
@@ -490,8 +493,7 @@ class Runtime(RuntimeCore):
                     self._ended.wait(remaining)
                 if self._workers:
                     # Gave up: cancel what never started, let idle workers go.
-                    self._close_locked(True)
-                    kept += self._take_dropped_locked()
+                    kept += self._close_locked(True)
                     self._abandon = True
                     self._wake_all_locked()
             for worker in list(self._workers):
@@ -509,10 +511,10 @@ class Runtime(RuntimeCore):
         exit.  Returns what was dropped, to be released with no lock held."""
         if self._closed and not cancel:
             return []
-        self._close_locked(cancel)
+        dropped = self._close_locked(cancel)
         self._stopping = True
         self._wake_all_locked()
-        return self._take_dropped_locked()
+        return dropped
 
     # -- statistics ------------------------------------------------------------
 

@@ -256,8 +256,7 @@ class Continuation(Generic[A]):
         if flags & _REFUSE or rt._closed:
             refused = self._refused_locked(rq)  # counts only: cannot raise
             lock.release()
-            # Built with the lock released: the message's repr() may run user code.
-            raise self._refusal(refused, cpu, nticks)
+            raise self._refusal(refused, cpu, nticks)  # built with the lock released
         try:
             if flags & QUEUED or (not nticks and flags & PENDING):
                 self._leave_locked(flags)  # an acked entry, or a timer made immediate: replaced

@@ -68,12 +68,11 @@ def dispatch(rt: RuntimeCore, cpu: CPU, bands: Sequence[int], limit: int = 1) ->
     lock = rt._lock
     trace = rt._trace
     time_funcs = rt._time_funcs
-    last = None
     # Continuations run by this call, kept until the state lock is released
     # for good: a continuation nobody else references dies with our last
     # reference, and the __del__ of its function, argument or context values
     # (user code, which may use the runtime) must not run with the lock held.
-    finished = []
+    finished: list[Continuation[Any]] = []
     me = get_ident()
     lock.acquire()
     try:
@@ -126,7 +125,6 @@ def dispatch(rt: RuntimeCore, cpu: CPU, bands: Sequence[int], limit: int = 1) ->
             rq.invoked += 1
             if elapsed:
                 rq.func_ns += elapsed
-            last = kc
             finished.append(kc)
             if held is not None:
                 # Released only now, so that whoever takes it next sees the
@@ -156,4 +154,4 @@ def dispatch(rt: RuntimeCore, cpu: CPU, bands: Sequence[int], limit: int = 1) ->
     finally:
         _dropped = rt._take_dropped_locked()  # dies after the release below
         lock.release()
-    return last
+    return finished[-1] if finished else None

@@ -396,9 +396,11 @@ class RuntimeCore:
             self._dropped = []
         return dropped
 
-    def _close_locked(self, cancel: bool) -> None:
+    def _close_locked(self, cancel: bool) -> list[Any]:
         """Refuse new work; stop every pending timer and, if ``cancel``, every
-        queued invocation, adding them to the shutdown account.  Idempotent."""
+        queued invocation, adding them to the shutdown account.  Idempotent.
+        Returns what was dropped (``_take_dropped_locked``): keep it until the
+        lock is released."""
         self._closed = True
         pending = list(self._wheel)
         for kc in pending:
@@ -413,6 +415,7 @@ class RuntimeCore:
                         kc._stop_locked()
                         self._cancelled_at_close += 1
                     self._dropped.extend(queued)
+        return self._take_dropped_locked()
 
     def _queued_locked(self) -> int:
         """Entries committed and not started, parked ones included."""
