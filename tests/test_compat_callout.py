@@ -389,6 +389,42 @@ def test_halt_waits_for_running_handler_and_drops_interlock(driver: Any) -> None
     assert result == {"expired": True, "owned": True, "finished": True}
 
 
+@pytest.mark.threaded
+def test_halt_stops_a_handler_that_reschedules_itself_while_the_interlock_is_released() -> None:
+    """NetBSD callout_halt: on return the callout is neither pending nor in
+    flight, even when its handler calls callout_schedule() while the halting
+    thread is between its stop and its wait (opened here with a hook in the
+    interlock's release, where the halting thread is by definition)."""
+    may_reschedule = threading.Event()
+    ran: list[int] = []
+
+    def handler(arg: object) -> None:
+        ran.append(1)
+        assert may_reschedule.wait(5)
+        callout_schedule(c, 30)
+
+    class HookedInterlock(kcont.Mutex):
+        def release(self) -> None:
+            super().release()
+            may_reschedule.set()
+            deadline = time.monotonic() + 5
+            while c._kc.running and time.monotonic() < deadline:
+                time.sleep(0.001)
+
+    with kcont.Runtime(ncpu=1, hz=100) as rt:
+        c = callout_init(CALLOUT_MPSAFE)
+        callout_reset(c, 1, handler, None)
+        deadline = time.monotonic() + 5
+        while not ran and time.monotonic() < deadline:
+            time.sleep(0.001)
+        interlock = HookedInterlock("interlock")
+        with interlock:
+            callout_halt(c, interlock)
+            assert not callout_pending(c)
+        rt.wait_idle(timeout=5)
+        assert ran == [1]
+
+
 def test_never_multiple_concurrent_invocations(driver: Any) -> None:
     """CONCURRENCY: "any given callout will never have multiple concurrent
     invocations." (The handler re-arms for the next tick and, on real threads,

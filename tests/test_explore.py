@@ -202,6 +202,50 @@ def _plant_destroy_without_stop(mp: pytest.MonkeyPatch) -> None:
     mp.setattr(core_continuation.Continuation, "destroy", destroy)
 
 
+def _plant_halt_registers_late(mp: pytest.MonkeyPatch) -> None:
+    # The defect halt() once had: it stopped, released the state lock and the
+    # interlock, and only then registered as halting.
+    def halt(self: Any, interlock: Any = None, timeout: float | None = None) -> bool:
+        rt = self._wq.rt
+        with rt._lock:
+            expired: bool = self._stop_locked()
+            if not self._flags & RUNNING or self.running_here:
+                return expired
+        rt._preempt("halt: state lock released")
+        if interlock is not None:
+            interlock.release()
+            rt._preempt("halt: interlock released")
+        try:
+            with rt._lock:
+                rt._halting[self] = rt._halting.get(self, 0) + 1
+                try:
+                    rt._wait_locked(lambda: not self._flags & RUNNING, timeout, "halt")
+                finally:
+                    rt._halting[self] -= 1
+                    if not rt._halting[self]:
+                        del rt._halting[self]
+        finally:
+            if interlock is not None:
+                interlock.acquire()
+        return expired
+
+    mp.setattr(core_continuation.Continuation, "halt", halt)
+
+
+def _plant_replacement_wakes_nobody(mp: pytest.MonkeyPatch) -> None:
+    # The defect schedule() once had: replacing a committed invocation (by a
+    # timer, or by a new one) did not wake a flush waiting for it.
+    def leave(self: Any, flags: int) -> None:
+        if flags & PENDING:
+            self._wq.rt._wheel.disarm(self)
+            self._flags = flags & ~PENDING
+        else:
+            self._rq.remove_locked(self)
+            self._flags = flags & ~QUEUED
+
+    mp.setattr(core_continuation.Continuation, "_leave_locked", leave)
+
+
 PLANTED: dict[str, tuple[Callable[[pytest.MonkeyPatch], None], list[str]]] = {
     "stop keeps a queued entry": (_plant_stop_keeps_queued, ["stop_vs_expiry", "mixed"]),
     "stop says too late after dequeuing": (_plant_stop_lies_true, ["stop_vs_expiry", "mixed"]),
@@ -213,6 +257,8 @@ PLANTED: dict[str, tuple[Callable[[pytest.MonkeyPatch], None], list[str]]] = {
     "EBUSY not enforced": (_plant_no_ebusy, ["mixed", "stop_vs_expiry", "ordering"]),
     "setarg lost": (_plant_setarg_lost, ["setmutex_handover", "mixed"]),
     "destroy stops nothing": (_plant_destroy_without_stop, ["destroy_inside", "mixed"]),
+    "halt registers after releasing its locks": (_plant_halt_registers_late, ["halt_vs_selfrearm"]),
+    "a replaced invocation wakes no flush": (_plant_replacement_wakes_nobody, ["flush_vs_replace"]),
 }
 
 

@@ -162,3 +162,107 @@ def test_flush_does_not_wait_for_invocations_committed_later(driver: Driver) -> 
     finally:
         stop.set()
     driver.settle()
+
+
+# -- halt and flush against the transitions they wait for (real threads) -------
+#
+# Each test opens the window it is about deterministically: a hook runs at the
+# moment the waiting thread releases a lock (an interlock's release, or the
+# runtime's preemption point), and lets the other thread act before the wait
+# goes on, exactly as if the waiting thread were preempted there.
+
+
+def _wait_until(predicate: Any, what: str, seconds: float = 5.0) -> None:
+    deadline = time.monotonic() + seconds
+    while not predicate():
+        assert time.monotonic() < deadline, f"still waiting for {what}"
+        time.sleep(0.001)
+
+
+@pytest.mark.threaded
+@pytest.mark.parametrize("nticks", [0, 50])
+def test_halt_stops_a_function_that_rearms_itself_while_the_interlock_is_released(nticks: int) -> None:
+    """NetBSD callout_halt: once it returns, the callout is neither pending nor
+    running, even if the handler re-armed itself meanwhile."""
+    may_rearm = threading.Event()
+    started: list[int] = []
+
+    def fn(arg: None, kc: Continuation[None]) -> None:
+        started.append(rt.ticks)
+        assert may_rearm.wait(5)
+        kc.schedule(nticks, ack=True)
+
+    class HookedInterlock(kcont.Mutex):
+        def release(self) -> None:
+            super().release()
+            # The halting thread is here, between its stop and its wait: the
+            # function re-arms itself and returns.
+            may_rearm.set()
+            _wait_until(lambda: not kc.running, "the function to return")
+
+    with kcont.Runtime(ncpu=1, hz=100) as rt:
+        kc = Continuation(kcont.wq_prilow, fn, None)
+        kc.schedule()
+        _wait_until(lambda: started, "the function to start")
+        interlock = HookedInterlock("interlock")
+        with interlock:
+            kc.halt(interlock, timeout=5)
+            assert interlock.owned()
+            assert not (kc.pending or kc.queued or kc.running), kc.flags
+        assert started and len(started) == 1
+        rt.wait_idle(timeout=5)
+        assert len(started) == 1
+
+
+@pytest.mark.threaded
+@pytest.mark.parametrize("operation", ["halt", "destroy"])
+def test_halt_and_destroy_stop_a_rearm_made_at_their_preemption_point(operation: str) -> None:
+    may_rearm = threading.Event()
+    started: list[int] = []
+
+    class HookedRuntime(kcont.Runtime):
+        def _preempt(self, where: str) -> None:
+            may_rearm.set()
+            _wait_until(lambda: not kc.running, "the function to return")
+
+    def fn(arg: None, kc: Continuation[None]) -> None:
+        started.append(1)
+        assert may_rearm.wait(5)
+        try:
+            kc.schedule(0, ack=True)
+        except kcont.DestroyedError:
+            assert operation == "destroy"
+
+    with HookedRuntime(ncpu=1, hz=100) as rt:
+        kc = Continuation(kcont.wq_prilow, fn, None)
+        kc.schedule()
+        _wait_until(lambda: started, "the function to start")
+        getattr(kc, operation)(timeout=5)
+        assert not (kc.pending or kc.queued or kc.running), kc.flags
+        rt.wait_idle(timeout=5)
+        assert started == [1]
+
+
+@pytest.mark.threaded
+@pytest.mark.parametrize("replacement", ["timer", "new invocation"])
+def test_flush_returns_when_its_invocation_is_replaced(replacement: str) -> None:
+    """Linux flush_work after mod_delayed_work: what the flush waited for is
+    gone, so it returns at once (not when its timeout expires, nor after the
+    replacement runs)."""
+    lock = kcont.Mutex("held elsewhere")
+    ran: list[int] = []
+    with kcont.Runtime(ncpu=1, hz=100) as rt:
+        kc = Continuation(kcont.wq_prilow, lambda arg, kc: ran.append(1), None, lock=lock)
+        results: list[bool] = []
+        with lock:
+            kc.schedule()  # committed, waiting for the lock
+            flusher = threading.Thread(target=lambda: results.append(kc.flush(timeout=10)))
+            flusher.start()
+            _wait_until(lambda: rt._ended_waiters == 1, "the flush to sleep")
+            kc.schedule(100_000 if replacement == "timer" else 0, ack=True)
+            flusher.join(2)
+            assert not flusher.is_alive(), "flush still waits for an invocation that was replaced"
+            assert results == [True]
+            assert ran == []
+        kc.halt(timeout=5)
+        flusher.join(10)

@@ -30,7 +30,8 @@ from typing import Any
 
 from ._core.continuation import Continuation
 from ._core.workqueue import WQ_PERCPU
-from .errors import SimDeadlockError
+from .errors import BusyError, DestroyedError, SimDeadlockError
+from .interleave import CooperativeMutex, InterleavedSim, ThreadStuckError
 from .sim import SimRuntime
 from .stress import DEFAULT_WEIGHTS, Harness, StressConfig
 
@@ -62,6 +63,9 @@ class Scenario:
     config: dict[str, Any] = field(default_factory=dict)  # StressConfig overrides
     weights: dict[str, float] = field(default_factory=dict)  # operation weights (default: all)
     special: str | None = None  # a driver routine run in addition
+    # A scenario of its own (real threads interleaved at preemption points,
+    # kcont.interleave): run as runner(scenario name, seed, trace).
+    runner: Callable[[str, int, bool], RunResult] | None = None
 
 
 SCENARIOS: dict[str, Scenario] = {
@@ -172,6 +176,8 @@ class ExploreResult:
 def run_scenario(name: str, seed: int, *, trace: bool = False) -> RunResult:
     """Run scenario ``name`` with interleaving ``seed`` and check it."""
     sc = SCENARIOS[name]
+    if sc.runner is not None:
+        return sc.runner(name, seed, trace)
     rng = random.Random(f"{name}:{seed}")  # strings seed deterministically
     ncpu = rng.randint(1, 3)
     rt = SimRuntime(ncpu=ncpu, hz=100, seed=seed, trace=trace, name=f"{name}{seed}")
@@ -282,6 +288,165 @@ def _drive(
         held.release()
 
 
+# -- interleaved scenarios: waits against the transitions they wait for -------------
+#
+# Each runs user threads and the continuations' functions as real threads of an
+# InterleavedSim, switched only at preemption points (those inside the core's
+# waits included) in an order the seed draws, so that a window between "decide"
+# and "register" in a wait, or a transition that satisfies a waiter without
+# waking it, is reached deterministically.
+
+_Body = Callable[[InterleavedSim, random.Random, list[str], dict[str, int]], None]
+
+
+def _run_interleaved(name: str, seed: int, trace: bool, body: _Body, max_steps: int = 3000) -> RunResult:
+    rng = random.Random(f"{name}:{seed}")
+    sim = InterleavedSim(ncpu=rng.randint(1, 2), hz=100, seed=seed, trace=trace, name=f"{name}{seed}")
+    violations: list[str] = []
+    figures = {"interleaved_starts": 0, "interleaved_ops": 0, "interleaved_steps": 0}
+    stuck = False
+    with sim:
+        try:
+            body(sim, rng, violations, figures)
+            figures["interleaved_steps"] = sim.run_threads(max_steps, drain_ticks=8)
+        except ThreadStuckError as exc:
+            stuck = True
+            violations.append(f"stuck: {exc}")
+        except SimDeadlockError as exc:
+            violations.append(f"simulated deadlock: {exc}")
+        violations.extend(sim.lost_wakeups)
+        violations.extend(f"{who} raised {exc!r}" for who, exc in sim.errors())
+        if not stuck:
+            sim.close()
+            sim.shutdown(cancel=True)
+    return RunResult(
+        scenario=name,
+        seed=seed,
+        ok=not violations,
+        violations=violations,
+        figures=figures,
+        trace=sim.trace if trace else [],
+    )
+
+
+def _self_rearming(
+    sim: InterleavedSim, rng: random.Random, violations: list[str], figures: dict[str, int], what: list[str]
+) -> Continuation[Any]:
+    """A continuation whose function acknowledges and re-arms itself (now or
+    in a tick or two), with preemption points around the re-arm.  Once
+    ``what`` names a halt that returned, no invocation may start."""
+
+    def fn(arg: None, kc: Continuation[Any]) -> None:
+        figures["interleaved_starts"] += 1
+        if what:
+            violations.append(f"an invocation started after {what[0]} returned (tick {sim.ticks})")
+        sim.yield_now("fn: started")
+        if rng.random() < 0.85:
+            try:
+                kc.schedule(rng.choice((0, 0, 1, 2)), ack=True)
+                figures["interleaved_ops"] += 1
+            except DestroyedError:
+                pass  # destroyed meanwhile: re-arming is refused, as documented
+            sim.yield_now("fn: re-armed")
+
+    wq = sim.predefined(rng.choice(("wq_softnet", "wq_prilow")))
+    return sim.continuation(wq, fn, None, name="selfrearm")
+
+
+def _halt_body(destroy: bool) -> _Body:
+    def body(sim: InterleavedSim, rng: random.Random, violations: list[str], figures: dict[str, int]) -> None:
+        what: list[str] = []
+        kc = _self_rearming(sim, rng, violations, figures, what)
+        interlock = CooperativeMutex(sim, "interlock") if not destroy and rng.random() < 0.5 else None
+
+        def halter() -> None:
+            kc.schedule(rng.choice((0, 0, 1)))
+            for _ in range(rng.randint(1, 12)):
+                sim.yield_now("halter: before")
+            if destroy:
+                call = "destroy()"
+                kc.destroy()
+            else:
+                call = "halt()" if interlock is None else "halt(interlock)"
+                if interlock is not None:
+                    interlock.acquire()
+                kc.halt(interlock)
+            figures["interleaved_ops"] += 1
+            if kc.pending or kc.queued or kc.running:
+                violations.append(f"{call} returned with the continuation {kc.flags}")
+            what.append(call)
+            if interlock is not None:
+                interlock.release()
+
+        sim.spawn(halter, "halter")
+
+    return body
+
+
+def _flush_vs_replace(
+    sim: InterleavedSim, rng: random.Random, violations: list[str], figures: dict[str, int]
+) -> None:
+    lock = CooperativeMutex(sim, "L")
+
+    def fn(arg: None, kc: Continuation[Any]) -> None:
+        figures["interleaved_starts"] += 1
+        sim.yield_now("fn")
+
+    wq = sim.predefined(rng.choice(("wq_softnet", "wq_prilow")))
+    kc = sim.continuation(wq, fn, None, lock=lock, name="committed")
+
+    def holder() -> None:
+        # Commits an invocation that must wait for the lock it holds.
+        lock.acquire()
+        try:
+            kc.schedule(0)
+        except BusyError:
+            pass  # the replacer committed one first: that one waits for the lock
+        figures["interleaved_ops"] += 1
+        for _ in range(rng.randint(0, 10)):
+            sim.yield_now("holder")
+        lock.release()
+
+    def flusher() -> None:
+        for _ in range(rng.randint(0, 4)):
+            sim.yield_now("flusher")
+        kc.flush()
+        figures["interleaved_ops"] += 1
+
+    def replacer() -> None:
+        for _ in range(rng.randint(0, 6)):
+            sim.yield_now("replacer")
+        op = rng.choice(("timer", "timer", "stop", "now"))
+        if op == "timer":  # a committed invocation replaced by a timer
+            kc.schedule(rng.choice((3, 100_000)), ack=True)
+        elif op == "stop":
+            kc.stop()
+        else:
+            kc.schedule(0, ack=True)
+        figures["interleaved_ops"] += 1
+
+    for name, fn_ in (("holder", holder), ("flusher", flusher), ("replacer", replacer)):
+        sim.spawn(fn_, name)
+
+
+def _flush_vs_rearm(
+    sim: InterleavedSim, rng: random.Random, violations: list[str], figures: dict[str, int]
+) -> None:
+    what: list[str] = []
+    kc = _self_rearming(sim, rng, violations, figures, what)
+
+    def starter() -> None:
+        kc.schedule(rng.choice((0, 1)))
+        for _ in range(rng.randint(0, 6)):
+            sim.yield_now("starter")
+        kc.flush()  # must not wait for invocations committed after it was called
+        figures["interleaved_ops"] += 1
+        kc.halt()
+        what.append("halt()")
+
+    sim.spawn(starter, "flusher")
+
+
 def explore(
     seeds: Sequence[int],
     scenarios: Sequence[str] | None = None,
@@ -308,6 +473,36 @@ def explore(
                     return result
     result.seconds = time.perf_counter() - started
     return result
+
+
+for _scenario in (
+    Scenario(
+        "halt_vs_selfrearm",
+        "a function acknowledges and re-arms itself while another thread halts it "
+        "(with or without an interlock): halt returns with nothing armed, queued or running, "
+        "and nothing starts after it",
+        runner=lambda name, seed, trace: _run_interleaved(name, seed, trace, _halt_body(destroy=False)),
+    ),
+    Scenario(
+        "destroy_vs_selfrearm",
+        "a function acknowledges and re-arms itself while another thread destroys it",
+        runner=lambda name, seed, trace: _run_interleaved(name, seed, trace, _halt_body(destroy=True)),
+    ),
+    Scenario(
+        "flush_vs_replace",
+        "an invocation committed while its lock is held, flushed by one thread while another "
+        "replaces it with a timer, stops it or re-commits it: the flush wakes as soon as "
+        "nothing it waits for is left",
+        runner=lambda name, seed, trace: _run_interleaved(name, seed, trace, _flush_vs_replace),
+    ),
+    Scenario(
+        "flush_vs_rearm",
+        "a function that re-arms itself, flushed then halted from another thread: the flush "
+        "ends, the halt leaves nothing behind",
+        runner=lambda name, seed, trace: _run_interleaved(name, seed, trace, _flush_vs_rearm),
+    ),
+):
+    SCENARIOS[_scenario.name] = _scenario
 
 
 # -- command line --------------------------------------------------------------------
@@ -363,8 +558,11 @@ def run(args: argparse.Namespace) -> int:
     t = result.totals
     print(
         f"kcont explore: {result.seeds} seeds x {len(result.scenarios)} scenarios = {result.runs} runs "
-        f"in {result.seconds:.1f} s; {t.get('ops', 0) + t.get('fn_ops', 0)} operations, "
-        f"{t.get('starts', 0)} invocations, {t.get('order_checked', 0)} starts order-checked; "
+        f"in {result.seconds:.1f} s; "
+        f"{t.get('ops', 0) + t.get('fn_ops', 0) + t.get('interleaved_ops', 0)} operations, "
+        f"{t.get('starts', 0) + t.get('interleaved_starts', 0)} invocations, "
+        f"{t.get('order_checked', 0)} starts order-checked, "
+        f"{t.get('interleaved_steps', 0)} thread switches; "
         f"{len(result.failures)} failing runs"
     )
     return 0 if result.ok else 1

@@ -27,9 +27,16 @@ Transition table (docs/semantics.md gives the reason for each row)
                                 clear PENDING|EXPIRED; return the EXPIRED left,
                                 i.e. True iff the invocation of the current
                                 scheduling could not be prevented.
-    halt()                      stop(), then wait while RUNNING (unless called
-                                from the function itself), stopping again when
-                                the running invocation ends.
+    halt()                      stop() and register as halting, in one critical
+                                section; then wait while RUNNING (unless called
+                                from the function itself), every invocation
+                                that ends meanwhile being stopped again; stop
+                                once more when the wait ends.
+    flush()                     wait until no invocation committed by the time
+                                of the call (serials up to ``_commits``) is
+                                QUEUED or RUNNING.  Every transition that
+                                ends, cancels or replaces a committed
+                                invocation notifies the waiters.
     destroy()                   set DESTROYED (refuses schedule and setters),
                                 halt; DETACHED from the workqueue once not
                                 RUNNING.
@@ -39,12 +46,15 @@ Transition table (docs/semantics.md gives the reason for each row)
     continuation is still RUNNING waits (see :mod:`kcont._core.runqueue`).
 
 Locking
-    S: ``_flags``, ``_rq``, ``_bucket``, ``_deadline``,
+    S: ``_flags``, ``_rq``, ``_bucket``, ``_deadline``, ``_commits``, ``_started``,
     ``_ctx``, ``_runner``, ``_release`` and the function, argument and lock
     fields are written only with the runtime's state lock held.  Predicates
     read ``_flags`` without it (one attribute read: atomic, possibly stale, as
     NetBSD's ``callout_pending``).  Functions named ``*_locked`` require the
-    state lock; the others take it.  A :class:`~kcont.Mutex` is never released
+    state lock; the others take it.  A wait registers itself (``rt._halting``,
+    ``rt._ended_waiters``) in the same critical section as the decision to
+    wait, before it releases any lock, so no transition can fall between
+    them unseen.  A :class:`~kcont.Mutex` is never released
     with the state lock held (its waiters take that lock).
 
     No user code runs with the state lock held: labels and messages read no
@@ -136,15 +146,16 @@ class Continuation(Generic[A]):
     __slots__ = (
         "_arg",
         "_bucket",
+        "_commits",
         "_ctx",
         "_deadline",
-        "_ended",
         "_flags",
         "_func",
         "_lock",
         "_release",
         "_rq",
         "_runner",
+        "_started",
         "_wq",
         "name",
     )
@@ -186,7 +197,8 @@ class Continuation(Generic[A]):
         self._rq: RunQueue = wq.rqs[0]
         self._bucket: dict[Continuation[Any], None] | None = None
         self._deadline = 0
-        self._ended = 0  # S: invocations finished (flush waits for a count)
+        self._commits = 0  # S: invocations committed so far (their serial numbers)
+        self._started = 0  # S: serial of the invocation running, or of the last one run
         self._ctx: Context | None = None
         self._runner: int | None = None
         self._release: Mutex | None = None
@@ -292,6 +304,7 @@ class Continuation(Generic[A]):
                 # scheduling's own copy, run as is by the dispatcher.
                 self._ctx = ctx
                 self._flags = (flags & ~SHARED_CTX) | _COMMITTED
+                self._commits += 1
                 # RunQueue.enqueue_locked, inlined on this hot path.
                 fifo = rq.fifo
                 fifo.append(self)
@@ -341,6 +354,8 @@ class Continuation(Generic[A]):
         else:
             self._rq.remove_locked(self)
             self._flags = flags & ~QUEUED
+            if self._wq.rt._ended_waiters:
+                self._wq.rt._notify_ended_locked()  # a flush may wait for the replaced invocation
 
     def _refusal(self, code: int, cpu: CPU | None, nticks: int) -> Exception:
         if code == R_BUSY:
@@ -421,27 +436,38 @@ class Continuation(Generic[A]):
             expired = self._stop_locked()
             if not self._flags & RUNNING or self._runner == _get_ident():
                 return expired
-        self._wait_not_running(interlock, timeout)
+            rt._halting[self] = rt._halting.get(self, 0) + 1
+        self._wait_halted(interlock, timeout, "halt")
         return expired
 
-    def _wait_not_running(self, interlock: Mutex | None, timeout: float | None) -> None:
+    def _wait_halted(self, interlock: Mutex | None, timeout: float | None, what: str) -> None:
+        """Wait until no invocation runs, for a halt or a destroy that the
+        caller registered in ``rt._halting`` under the state lock, *before*
+        releasing it: from then on every invocation that ends is stopped
+        again (``end_locked``), so a function that re-arms itself cannot slip
+        a new arming between the stop and the wait.  Unregisters, and stops
+        once more (a schedule made meanwhile by another thread is cancelled),
+        before taking ``interlock`` back."""
         rt = self._wq.rt
-        if interlock is not None:
-            interlock.release()
+        released = False
         try:
-            with rt._lock:
-                rt._halting[self] = rt._halting.get(self, 0) + 1
-                try:
-                    rt._wait_locked(self._not_running_locked, timeout, f"halt of {self!r}")
-                finally:
-                    left = rt._halting[self] - 1
-                    if left:
-                        rt._halting[self] = left
-                    else:
-                        del rt._halting[self]
-        finally:
+            rt._preempt(f"{what}: state lock released")
             if interlock is not None:
-                interlock.acquire()
+                interlock.release()
+                released = True
+                rt._preempt(f"{what}: interlock released")
+            with rt._lock:
+                rt._wait_locked(self._not_running_locked, timeout, f"{what} of {self!r}")
+        finally:
+            with rt._lock:
+                left = rt._halting[self] - 1
+                if left:
+                    rt._halting[self] = left
+                else:
+                    del rt._halting[self]
+                self._stop_locked()
+            if released:
+                interlock.acquire()  # type: ignore[union-attr]
 
     def _not_running_locked(self) -> bool:
         return not self._flags & RUNNING
@@ -467,12 +493,18 @@ class Continuation(Generic[A]):
             flags = self._flags
             if not flags & (QUEUED | RUNNING) or self._runner == _get_ident():
                 return False
-            target = self._ended + bool(flags & QUEUED) + bool(flags & RUNNING)
+            # Invocations are numbered as they are committed, and the queued
+            # one is always the latest: wait until neither the queued nor the
+            # running invocation is one committed by now.  It ends, or is
+            # cancelled, or replaced by a new scheduling; each of those wakes
+            # the waiters.
+            target = self._commits
 
             def flushed() -> bool:
-                # Done once enough invocations ended, or nothing is committed
-                # any more (a stop cancelled the queued one).
-                return self._ended >= target or not self._flags & (QUEUED | RUNNING)
+                flags = self._flags
+                if flags & QUEUED and self._commits <= target:
+                    return False
+                return not (flags & RUNNING and self._started <= target)
 
             rt._wait_locked(flushed, timeout, f"flush of {self!r}")
             return True
@@ -512,7 +544,8 @@ class Continuation(Generic[A]):
                 return
             if self._runner == _get_ident():
                 return  # end_locked detaches it after the function returns
-        self._wait_not_running(None, timeout)
+            rt._halting[self] = rt._halting.get(self, 0) + 1
+        self._wait_halted(None, timeout, "destroy")
 
     def _detach_locked(self) -> None:
         self._flags |= DETACHED
@@ -753,6 +786,7 @@ def begin_locked(kc: Continuation[Any], runner: int) -> Context:
     kc._flags = (flags & ~QUEUED) | RUNNING
     kc._runner = runner
     kc._release = kc._lock
+    kc._started = kc._commits  # the queued invocation is always the latest committed
     ctx = kc._ctx
     return ctx.copy() if flags & SHARED_CTX else ctx  # type: ignore[union-attr,return-value]
 
@@ -767,7 +801,6 @@ def end_locked(kc: Continuation[Any]) -> None:
     kc._flags = flags
     kc._runner = None
     kc._release = None
-    kc._ended += 1
     rt = kc._wq.rt
     if rt._run_waiters or rt._halting or rt._ended_waiters or flags & DESTROYED:
         _ended_slow_locked(rt, kc, flags)
@@ -792,6 +825,7 @@ def _ended_slow_locked(rt: RuntimeCore, kc: Continuation[Any], flags: int) -> No
 def expire_locked(kc: Continuation[Any], now: int) -> None:
     """Timer expiry: PENDING -> EXPIRED|INVOKING|QUEUED, in expiry order."""
     kc._flags = (kc._flags & ~PENDING) | _COMMITTED
+    kc._commits += 1
     rq = kc._rq
     late = now - kc._deadline
     if late > 0:

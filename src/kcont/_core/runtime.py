@@ -173,6 +173,13 @@ class RuntimeCore:
         """An invocation ended or a queued entry was cancelled, and
         ``_ended_waiters`` is non-zero."""
 
+    def _preempt(self, where: str) -> None:
+        """A preemption point inside a wait (``halt``, ``flush``,
+        ``destroy``): called with no lock of the runtime held, right after one
+        was released.  Real threads may be preempted there anyway, so nothing
+        happens; the interleaving explorer (:mod:`kcont.interleave`) switches
+        threads there, to reach every window a wait leaves open."""
+
     def _wake_parked(self, waiter: tuple[RunQueue, Any]) -> None:
         """Mutex waiter: the lock a sub-queue parked on was released.
         Called with no lock held (from ``Mutex.release``)."""
