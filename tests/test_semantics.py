@@ -773,7 +773,9 @@ def test_flush_waits_for_committed_invocation(driver: Any) -> None:
     ran, func = recorder()
     kc = Continuation(kcont.wq_softnet, func, "x")
     kc.schedule(0, cpu=driver.cpus[1])
-    assert kc.flush(timeout=10) is True
+    waited = kc.flush(timeout=10)
+    # On real threads the soft worker may have run it before flush() looked.
+    assert waited is True or not driver.exact_time
     assert ran == ["x"]
     assert kc.flush(timeout=10) is False  # nothing left to wait for
 
