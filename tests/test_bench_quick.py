@@ -14,6 +14,7 @@ from typing import Any
 import pytest
 
 from kcont import bench
+from kcont.bench import cli as bench_cli
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -116,5 +117,20 @@ def test_bad_options_are_refused() -> None:
     bench.add_arguments(parser)
     with pytest.raises(SystemExit):
         parser.parse_args(["--only", "nonsense"])
-    assert bench._parse_sizes("1e3, 2e4") == [1000, 20000]
-    assert bench._parse_only("timers,cross-thread") == ("cross", "timers")
+    assert bench_cli._parse_sizes("1e3, 2e4") == [1000, 20000]
+    assert bench_cli._parse_only("timers,cross-thread") == ("cross", "timers")
+
+
+def test_percentile_is_nearest_rank() -> None:
+    """The one percentile of kcont: the value of rank ceil(p * n), never interpolated."""
+    from kcont._stats import percentile, percentile_sorted
+
+    values = list(range(1, 101))
+    assert percentile(values, 0.99) == 99
+    assert percentile(values, 0.07) == 7  # 0.07 * 100 is 7.000000000000001 in floating point
+    assert percentile(values, 1.0) == 100
+    assert percentile(values, 0.0) == 1
+    assert percentile([4, 1, 3, 2], 0.5) == 2
+    assert percentile_sorted([], 0.5) is None
+    with pytest.raises(ValueError):
+        percentile(values, 99)
