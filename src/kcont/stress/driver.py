@@ -22,8 +22,19 @@ from .workload import Harness
 # -- the threaded run ------------------------------------------------------------------
 
 
-def run_stress(config: StressConfig, *, progress: Callable[[str], None] | None = None) -> StressResult:
+def run_stress(
+    config: StressConfig,
+    *,
+    progress: Callable[[str], None] | None = None,
+    progress_interval: float = 10.0,
+    stop: threading.Event | None = None,
+) -> StressResult:
     """Run the threaded stress harness and return its figures and violations.
+
+    ``progress`` receives a line every ``progress_interval`` seconds of load.
+    Setting ``stop`` ends the load early: the producers stop, and the run
+    still shuts down and checks its accounting (the result says it was
+    interrupted).
 
     Bounded in time whatever kcont does: producers are joined with a
     deadline, the shutdown has a timeout, and a faulthandler dump of every
@@ -35,12 +46,13 @@ def run_stress(config: StressConfig, *, progress: Callable[[str], None] | None =
     rt = Runtime(ncpu=config.ncpu, hz=config.hz, name=f"stress{config.seed}")
     started = time.monotonic()
     account: ShutdownAccount | None = None
+    interrupted = False
     # Entered as the current runtime, but left without Runtime.__exit__: its
     # shutdown() has no timeout, and the harness must end even if kcont hangs.
     rt.__enter__()
     try:
         harness = Harness(rt, config)
-        _load(harness, config, started, progress)
+        interrupted = _load(harness, config, started, progress, progress_interval, stop)
         harness.stopping = True
         harness._reap(harness._counters_for_thread())
         harness.final_check_before_shutdown()
@@ -64,13 +76,20 @@ def run_stress(config: StressConfig, *, progress: Callable[[str], None] | None =
         violations=harness.violations,
         violation_count=harness.violation_count,
         runtime="threaded Runtime",
+        interrupted=interrupted,
     )
 
 
 def _load(
-    harness: Harness, config: StressConfig, started: float, progress: Callable[[str], None] | None
-) -> None:
-    """The producer threads, for ``config.duration`` seconds."""
+    harness: Harness,
+    config: StressConfig,
+    started: float,
+    progress: Callable[[str], None] | None,
+    interval: float,
+    stop: threading.Event | None,
+) -> bool:
+    """The producer threads, for ``config.duration`` seconds or until ``stop``
+    is set; returns whether ``stop`` ended the load."""
     stop_at = time.monotonic() + config.duration
     errors: list[str] = []
 
@@ -88,12 +107,17 @@ def _load(
     ]
     for t in threads:
         t.start()
-    next_report = time.monotonic() + 10
+    next_report = time.monotonic() + interval
+    interrupted = False
     while any(t.is_alive() for t in threads):
+        if stop is not None and stop.is_set() and not interrupted:
+            interrupted = True
+            harness.stopping = True  # the producers finish their operation and return
+            stop_at = min(stop_at, time.monotonic())
         for t in threads:
-            t.join(0.2)
+            t.join(0.1)
         if progress is not None and time.monotonic() >= next_report:
-            next_report += 10
+            next_report += interval
             f = harness.figures()
             progress(
                 f"  {time.monotonic() - started:6.0f} s  {f['ops'] + f['fn_ops']} ops  "
@@ -105,3 +129,4 @@ def _load(
             break
     for text in errors:
         harness.violation(None, f"a producer raised:\n{text}")
+    return interrupted

@@ -10,6 +10,8 @@ from typing import Any
 from .._core.runtime import ShutdownAccount
 from .config import StressConfig
 
+SCHEMA = "kcont.stress/1"  # the JSON document's format and version
+
 
 @dataclass
 class StressResult:
@@ -22,6 +24,7 @@ class StressResult:
     violations: list[str]
     violation_count: int
     runtime: str
+    interrupted: bool = False  # the load was ended early (Ctrl-C)
 
     @property
     def ok(self) -> bool:
@@ -34,7 +37,8 @@ class StressResult:
         lines = [
             f"kcont stress: {self.runtime}, {c.threads} producer threads, {c.continuations} continuations, "
             f"{c.ncpu} CPUs, hz={c.hz}, seed={c.seed}",
-            f"  seconds            {self.seconds:.1f}",
+            f"  seconds            {self.seconds:.1f}"
+            + (" (interrupted: load ended early, accounting checked)" if self.interrupted else ""),
             f"  operations         {f['ops'] + f['fn_ops']} "
             f"({f['ops']} by producers, {f['fn_ops']} by functions)",
             f"  tickets            {f['tickets_now'] + f['tickets_timer']} "
@@ -65,6 +69,9 @@ class StressResult:
 
     def as_dict(self) -> dict[str, Any]:
         return {
+            "schema": SCHEMA,
+            "ok": self.ok,
+            "interrupted": self.interrupted,
             "runtime": self.runtime,
             "threads": self.config.threads,
             "continuations": self.config.continuations,
