@@ -66,14 +66,30 @@ MAX_NCPU = 256
 PLOT_INSTALL = "pip install 'kcont[bench]' (or pip install matplotlib)"
 
 
+def _whole_number(text: str) -> int | None:
+    """``text`` as an integer (``1e5`` is accepted for 100000), or None."""
+    text = text.strip()
+    try:
+        return int(text, 10)
+    except ValueError:
+        pass
+    try:
+        number = float(text)
+    except ValueError:
+        return None
+    if not math.isfinite(number) or not number.is_integer():
+        return None
+    return int(number)
+
+
 def int_in(low: int, high: int) -> Callable[[str], int]:
-    """An argparse type: an integer within ``[low, high]``."""
+    """An argparse type: an integer within ``[low, high]`` (``1e5`` is
+    accepted for 100000)."""
 
     def parse(text: str) -> int:
-        try:
-            value = int(text, 10)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+        value = _whole_number(text)
+        if value is None:
+            raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}")
         if not low <= value <= high:
             raise argparse.ArgumentTypeError(_range_message(value, low, high))
         return value
@@ -111,13 +127,9 @@ def int_list(low: int, high: int) -> Callable[[str], list[int]]:
         for part in (p.strip() for p in text.split(",")):
             if not part:
                 continue
-            try:
-                number = float(part) if any(c in part for c in "eE.") else int(part, 10)
-            except ValueError:
-                raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}") from None
-            if isinstance(number, float) and not (math.isfinite(number) and number.is_integer()):
-                raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {part!r}")
-            value = int(number)
+            value = _whole_number(part)
+            if value is None:
+                raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}")
             if not low <= value <= high:
                 raise argparse.ArgumentTypeError(f"{part}: {_range_message(value, low, high)}")
             values.append(value)

@@ -21,7 +21,7 @@ process run, side by side:
 * ``latency``: wake-up latency from ``schedule`` to the start of the function,
   p50/p99, against a bare ``queue.SimpleQueue`` hand-off between two threads.
 
-Method (shared/research/python-baselines.md)
+Method
     The cases of a benchmark run round-robin inside one process, the order
     rotated each round, after one shorter warm-up round.  A cell is the median
     over rounds, and a ratio is the **median of the per-round ratios** to the
@@ -32,8 +32,9 @@ Method (shared/research/python-baselines.md)
     collection before each measurement).
 
 Optional competitors (uvloop, Twisted) and ``--plot`` (matplotlib) come with
-the ``bench`` extra and are imported lazily; a missing one is skipped with a
-note.  The suite needs only the standard library.
+the ``bench`` extra (``pip install 'kcont[bench]'``) and are imported lazily;
+a missing competitor is skipped with a note, and ``--plot`` without
+matplotlib is refused before the run.  The suite needs only the standard library.
 
 Layout: ``harness`` (configuration, rounds, ratios), ``competitors`` (the
 bare wheel floor and the optional competitors), one module per benchmark
@@ -53,7 +54,7 @@ from .harness import BENCHMARKS, Case, Config, Group, Measure, run_cases, summar
 from .immediate import bench_immediate
 from .latency import bench_latency
 from .memory import bench_memory
-from .report import evaluate_targets, print_group, print_targets, write_plot
+from .report import evaluate_comparisons, print_comparisons, print_group, write_plot
 from .timers import (
     CHUNK,
     D_TICKS,
@@ -92,10 +93,10 @@ __all__ = [
     "bench_memory",
     "bench_timers",
     "config_from_args",
-    "evaluate_targets",
+    "evaluate_comparisons",
     "main",
+    "print_comparisons",
     "print_group",
-    "print_targets",
     "run",
     "run_cases",
     "run_from_args",

@@ -36,8 +36,8 @@ class WheelTimer:
 
 class HashedWheel:
     """The floor: a hashed timing wheel in a few lines of Python (1024
-    buckets, a ``set`` per bucket; ``tick()`` scans one bucket), as measured
-    by the research (``wheel_hashed``)."""
+    buckets, a ``set`` per bucket; ``tick()`` scans one bucket): what any
+    timer with kcont's semantics costs at least."""
 
     __slots__ = ("buckets", "now")
 
@@ -102,8 +102,8 @@ def _threaded_runtime_available() -> bool:
 
 
 SKIP_THREADED = "skipped: threaded runtime not available (kcont.Runtime)"
-SKIP_UVLOOP = "skipped: uvloop not installed (pip install -e .[bench])"
-SKIP_TWISTED = "skipped: Twisted not installed (pip install -e .[bench])"
+SKIP_UVLOOP = "skipped: uvloop not installed (pip install 'kcont[bench]')"
+SKIP_TWISTED = "skipped: Twisted not installed (pip install 'kcont[bench]')"
 
 
 @contextmanager

@@ -179,6 +179,6 @@ def bench_create(cfg: Config, stack: ExitStack) -> Group:
         )
     else:
         g.skipped.append(f"Twisted callLater: {SKIP_TWISTED}")
-    samples = run_cases(cases, cfg.rounds)
+    samples = run_cases(cases, cfg.rounds, stop=cfg.stop)
     g.rows = summarize(cases, samples)
     return g

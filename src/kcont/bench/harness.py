@@ -12,6 +12,7 @@ from __future__ import annotations
 import gc
 import statistics
 import sys
+import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, TextIO
@@ -40,6 +41,7 @@ class Config:
     latency_samples: int = 2000
     seed: int = 1
     out: TextIO = sys.stdout
+    stop: threading.Event | None = None  # set (by Ctrl-C): stop at the next measurement
 
     @classmethod
     def quick_config(cls) -> Config:
@@ -84,11 +86,29 @@ def _gc_prep(full: bool) -> None:
     gc.collect() if full else gc.collect(1)
 
 
+class Interrupted(Exception):
+    """The run was asked to stop (Ctrl-C); raised between two measurements."""
+
+
+def check_stop(stop: threading.Event | None) -> None:
+    """Raise :class:`Interrupted` if ``stop`` is set (a point where stopping is clean)."""
+    if stop is not None and stop.is_set():
+        raise Interrupted
+
+
 def run_cases(
-    cases: Sequence[Case], rounds: int, *, full_gc: bool = True
+    cases: Sequence[Case],
+    rounds: int,
+    *,
+    full_gc: bool = True,
+    stop: threading.Event | None = None,
 ) -> dict[str, list[tuple[float, int]]]:
     """Round-robin: one shorter warm-up round, then ``rounds`` rounds with the
-    order rotated each round.  Returns per case the (ns/op, ops) of each round."""
+    order rotated each round.  Returns per case the (ns/op, ops) of each round.
+
+    Raises:
+        Interrupted: ``stop`` was set (checked before each measurement).
+    """
     samples: dict[str, list[tuple[float, int]]] = {c.name: [] for c in cases}
     step = max(1, len(cases) // max(1, rounds))  # spread the starting points over the list
     for r in range(-1, rounds):
@@ -97,6 +117,7 @@ def run_cases(
         if not full_gc:
             gc.collect()
         for case in order:
+            check_stop(stop)
             _gc_prep(full_gc)
             n = case.n if r >= 0 else max(1, case.n // 5)
             seconds, ops = case.measure(n)

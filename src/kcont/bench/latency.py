@@ -22,7 +22,7 @@ import kcont
 
 from .._stats import percentile
 from .competitors import SKIP_THREADED, _loop_factories, _threaded_runtime_available
-from .harness import Config, Group
+from .harness import Config, Group, check_stop
 
 perf = time.perf_counter
 perf_ns = time.perf_counter_ns
@@ -118,8 +118,8 @@ class _KcontPoster(_Poster):
 
 class _KcontSaturatedPoster(_KcontPoster):
     """The probe on ``wq_softnet`` while ``wq_prilow`` on the same CPU is kept
-    saturated by continuations that sleep (issue 3: soft-level work must not
-    wait behind blocked thread-level work)."""
+    saturated by continuations that sleep (soft-level work must not wait
+    behind blocked thread-level work)."""
 
     name = "kcont threaded, wq_prilow saturated by sleepers"
     impl = "kcont"
@@ -184,6 +184,7 @@ def bench_latency(cfg: Config) -> Group:
         for r in range(-1, cfg.rounds):
             shift = r % len(posters) if r >= 0 else 0
             for p in posters[shift:] + posters[:shift]:
+                check_stop(cfg.stop)
                 gc.collect()
                 count = per_round if r >= 0 else 5
                 start = len(p.sink)
