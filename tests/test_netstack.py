@@ -230,9 +230,10 @@ def _demo_args(*extra: str) -> argparse.Namespace:
 def test_demo_writes_json_for_scripts(tmp_path: Path, no_leaks: None) -> None:
     path = tmp_path / "report.json"
     out = io.StringIO()
-    status = netstack_cli.run(_demo_args("--compare", "none", "--json", str(path)), out)
+    status = netstack_cli.run(_demo_args("--compare", "none", "--json", str(path), "--progress"), out)
     doc = json.loads(path.read_text())
     assert status == 0 and doc["ok"] is True
+    assert doc["schema"] == "kcont.demo/1" and doc["interrupted"] is False
     (run,) = doc["runs"]
     assert run["impl"] == "kcont"
     for key in (
@@ -254,7 +255,7 @@ def test_demo_writes_json_for_scripts(tmp_path: Path, no_leaks: None) -> None:
     assert run["runtime_stats"]["queues"]["wq_softnet"]["invoked"] > 0
     text = out.getvalue()
     assert "== kcont pipeline ==" in text and "checks: all passed" in text
-    assert "pkt/s" in text  # live progress lines (not --quiet)
+    assert "pkt/s" in text  # live progress lines (--progress)
 
 
 def test_demo_help_explains_every_option() -> None:
@@ -265,7 +266,7 @@ def test_demo_help_explains_every_option() -> None:
         "--flows",
         "--rate",
         "--duration",
-        "--cpus",
+        "--ncpu",
         "--rx-queues",
         "--hz",
         "--idle-ticks",
@@ -279,5 +280,43 @@ def test_demo_help_explains_every_option() -> None:
     assert all(action.help for action in parser._actions)
 
 
-def test_demo_refuses_a_bad_option_value() -> None:
-    assert netstack_cli.run(_demo_args("--rate", "0", "--quiet"), io.StringIO()) == 2
+def test_demo_refuses_a_bad_option_value(capsys: pytest.CaptureFixture[str]) -> None:
+    """A bad value is refused when the options are parsed, naming the option."""
+    with pytest.raises(SystemExit) as exit_info:
+        _demo_args("--rx-queues", "0")
+    assert exit_info.value.code == 2
+    assert "--rx-queues" in capsys.readouterr().err
+
+
+def test_demo_stops_at_its_duration_when_the_rate_is_out_of_reach(no_leaks: None) -> None:
+    """The source stops at --duration (plus a short grace) whatever the rate,
+    and the report says it could not reach the rate."""
+    config = Config(flows=8, rate=50_000_000, duration=0.3, idle_ticks=50, delack_ticks=10)
+    started = time.monotonic()
+    report = run_pipeline(config, impl="kcont")
+    assert report.sent < config.packets
+    assert time.monotonic() - started < 10
+    assert any("could not reach the asked rate" in note for note in report.notes), report.notes
+
+
+@pytest.mark.parametrize("impl", ["kcont", "asyncio"])
+def test_a_stop_request_ends_the_run_early_and_cleanly(
+    impl: str, no_leaks: None, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Setting ``stop`` (what Ctrl-C does) mid-traffic ends the run soon, with
+    every thread joined and socket closed, no callback error logged, and a
+    report that says it was interrupted."""
+    # Short timers: some are due while the asyncio pipeline closes its transports.
+    config = Config(flows=1000, rate=8000, duration=20.0, idle_ticks=3, delack_ticks=1)
+    stop = threading.Event()
+    timer = threading.Timer(0.7, stop.set)
+    timer.start()
+    started = time.monotonic()
+    try:
+        report = run_pipeline(config, impl=impl, stop=stop)
+    finally:
+        timer.cancel()
+    assert time.monotonic() - started < 8
+    assert report.interrupted and report.sent < config.packets
+    assert report.threads_left == [] and report.sockets_left == 0
+    assert not [r for r in caplog.records if r.levelname in ("ERROR", "CRITICAL")], caplog.text

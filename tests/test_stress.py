@@ -9,6 +9,7 @@ timeout, shuts the runtime down with a timeout and arms a faulthandler dump.
 from __future__ import annotations
 
 import itertools
+import json
 import os
 import subprocess
 import sys
@@ -135,8 +136,10 @@ def test_command_line_prints_the_figures_and_exits_zero() -> None:
         env=env,
     )
     assert proc.returncode == 0, proc.stdout + proc.stderr
-    assert "violations         0" in proc.stdout
-    assert '"violations": 0' in proc.stdout
+    # ``--json`` alone: the JSON document on standard output, the text report on standard error.
+    assert "violations         0" in proc.stderr
+    doc = json.loads(proc.stdout)
+    assert doc["schema"] == "kcont.stress/1" and doc["violations"] == 0 and doc["ok"] is True
 
 
 def test_add_arguments_and_run_are_the_cli_entry_points() -> None:

@@ -2,15 +2,23 @@
 
 Each command lives in its own module, which provides ``add_arguments(parser)``
 and a runner taking the parsed arguments and returning the exit status;
-``--help`` lists them.
+``--help`` lists them.  What the commands share (checked options, ``--json``,
+progress, Ctrl-C) is in :mod:`kcont._cli`.
+
+Exit status: 0 success, 1 a check failed, 2 bad options, 130 interrupted
+(Ctrl-C: the command stops its threads, sockets and runtime, prints what it
+did and writes partial JSON if asked).
 """
 
 from __future__ import annotations
 
 import argparse
 import importlib
+import importlib.metadata
 import sys
 from collections.abc import Callable, Sequence
+
+from ._cli import EXIT_INTERRUPTED
 
 Command = Callable[[argparse.Namespace], int]
 
@@ -49,11 +57,23 @@ COMMANDS = (
 )
 
 
+def version() -> str:
+    """kcont's version: from the installed package's metadata, else the module's."""
+    try:
+        return importlib.metadata.version("kcont")
+    except importlib.metadata.PackageNotFoundError:
+        import kcont
+
+        return str(getattr(kcont, "__version__", "unknown"))
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="kcont",
         description="kcont: kernel continuations (callouts, softints and workqueues in one framework).",
+        epilog="Exit status: 0 success, 1 a check failed, 2 bad options, 130 interrupted (Ctrl-C).",
     )
+    parser.add_argument("--version", action="version", version=f"kcont {version()}")
     sub = parser.add_subparsers(dest="command", metavar="command")
     sub.required = True
     for name, module_name, runner, help_text in COMMANDS:
@@ -68,7 +88,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     handler: Command = args.handler
-    return handler(args)
+    try:
+        return handler(args)
+    except KeyboardInterrupt:
+        # A command that cannot stop at a check (or a second Ctrl-C): its
+        # cleanup ran on the way out; no traceback.
+        print(f"kcont {args.command}: interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
 
 
 if __name__ == "__main__":

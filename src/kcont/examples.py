@@ -10,7 +10,12 @@ from .capi import wq_prilow, wq_softclock, wq_softnet
 from .sim import SimRuntime
 
 
-def simulated_tour(seed: int | None = None, ncpu: int = 2, out: TextIO | None = None) -> int:
+def simulated_tour(
+    seed: int | None = None,
+    ncpu: int = 2,
+    out: TextIO | None = None,
+    record: dict[str, Any] | None = None,
+) -> int:
     """A packet path in miniature on the simulated runtime.
 
     * a softnet continuation per flow processes packets under the flow's lock;
@@ -20,7 +25,8 @@ def simulated_tour(seed: int | None = None, ncpu: int = 2, out: TextIO | None = 
     * while the test holds a flow's lock, that flow's sub-queue waits and the
       other flow runs.
 
-    Prints the trace and the statistics; returns 0.
+    Prints the trace and the statistics (and puts them in ``record`` if
+    given); returns 0.
     """
     rt = SimRuntime(ncpu=ncpu, hz=100, seed=seed, trace=True)
     log: list[str] = []
@@ -83,23 +89,47 @@ def simulated_tour(seed: int | None = None, ncpu: int = 2, out: TextIO | None = 
             continue  # the re-arms: one per delivery, summarised below
         say(f"  {event.tick:3d} {event.event:8s} {event.name:18s} cpu{event.cpu}")
     totals = rt.stats()["totals"]
-    say(
-        "totals: "
-        + ", ".join(
-            f"{key}={totals[key]}" for key in ("scheduled", "armed", "invoked", "lock_waits", "stopped")
+    shown = ("scheduled", "armed", "invoked", "lock_waits", "stopped")
+    say("totals: " + ", ".join(f"{key}={totals[key]}" for key in shown))
+    if record is not None:
+        record.update(
+            ncpu=ncpu,
+            seed=seed,
+            log=list(log),
+            trace=[{"tick": e.tick, "event": e.event, "name": e.name, "cpu": e.cpu} for e in rt.trace],
+            totals={key: totals[key] for key in shown},
         )
-    )
     return 0
 
 
 def add_arguments(parser: Any) -> None:
     """Options of ``kcont tour``."""
+    from ._cli import MAX_NCPU, int_in, output_file
+
     parser.add_argument("--seed", type=int, default=None, help="CPU interleaving seed (default: round robin)")
-    parser.add_argument("--ncpu", type=int, default=2, help="number of virtual CPUs (default: 2)")
+    parser.add_argument(
+        "--ncpu",
+        type=int_in(1, MAX_NCPU),
+        default=2,
+        help=f"number of virtual CPUs, 1-{MAX_NCPU} (default: 2)",
+    )
+    parser.add_argument(
+        "--json",
+        metavar="FILE",
+        type=output_file,
+        default=None,
+        help="also write the trace and totals as JSON to FILE ('-': standard output, the text then "
+        "goes to standard error); FILE's folder must exist",
+    )
 
 
 def run_tour(args: Any) -> int:
     """``kcont tour``: the simulated tour on standard output."""
-    import sys
+    from ._cli import text_stream, write_json
 
-    return simulated_tour(seed=args.seed, ncpu=args.ncpu, out=sys.stdout)
+    text = text_stream(args)
+    record: dict[str, Any] = {"schema": "kcont.tour/1"}
+    status = simulated_tour(seed=args.seed, ncpu=args.ncpu, out=text, record=record)
+    if args.json:
+        write_json(record, args.json, None if args.json == "-" else text)
+    return status

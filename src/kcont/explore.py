@@ -28,6 +28,15 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from ._cli import (
+    EXIT_INTERRUPTED,
+    StopRequest,
+    add_output_options,
+    int_in,
+    progress_wanted,
+    text_stream,
+    write_json,
+)
 from ._core.continuation import Continuation
 from ._core.workqueue import WQ_PERCPU
 from .errors import BusyError, DestroyedError, SimDeadlockError
@@ -507,17 +516,23 @@ for _scenario in (
 
 # -- command line --------------------------------------------------------------------
 
+EXPLORE_SCHEMA = "kcont.explore/1"  # the JSON document's format and version
+MAX_SEEDS = 10_000_000
+MAX_SEED = 2**63 - 1
+PROGRESS_INTERVAL = 2.0  # seconds between two progress lines
+
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    """The options of ``python -m kcont explore``."""
+    """The options of ``python -m kcont explore`` (each checked before the run)."""
     parser.add_argument(
         "--seeds",
-        type=int,
-        default=None,
-        help="number of seeds (default: $KCONT_EXPLORE_SEEDS, else 200)",
+        type=int_in(1, MAX_SEEDS),
+        # A string default goes through ``type`` too: a bad $KCONT_EXPLORE_SEEDS is refused.
+        default=os.environ.get("KCONT_EXPLORE_SEEDS", "200"),
+        help=f"number of seeds, 1-{MAX_SEEDS} (default: $KCONT_EXPLORE_SEEDS, else 200)",
     )
-    parser.add_argument("--first-seed", type=int, default=0, help="first seed (default: 0)")
-    parser.add_argument("--seed", type=int, default=None, help="run this one seed (replay)")
+    parser.add_argument("--first-seed", type=int_in(0, MAX_SEED), default=0, help="first seed (default: 0)")
+    parser.add_argument("--seed", type=int_in(0, MAX_SEED), default=None, help="run this one seed (replay)")
     parser.add_argument(
         "--scenario",
         action="append",
@@ -526,37 +541,69 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--trace", action="store_true", help="print the trace of failing runs (or of --seed)")
     parser.add_argument("--list", action="store_true", help="list the scenarios and exit")
+    add_output_options(parser, what="the runs and their failures")
 
 
 def run(args: argparse.Namespace) -> int:
-    """Explore from parsed arguments; prints failing seeds; 0 iff none failed."""
+    """Explore from parsed arguments; prints failing seeds; 0 iff none failed,
+    130 if interrupted (Ctrl-C: the seeds explored so far are reported)."""
+    text = text_stream(args)
     if args.list:
         for sc in SCENARIOS.values():
-            print(f"{sc.name:18} {sc.doc}")
+            print(f"{sc.name:18} {sc.doc}", file=text)
+        if args.json:
+            listing = {"schema": EXPLORE_SCHEMA, "scenarios": {sc.name: sc.doc for sc in SCENARIOS.values()}}
+            write_json(listing, args.json, None if args.json == "-" else text)
         return 0
     if args.seed is not None:
         seeds: Sequence[int] = [args.seed]
     else:
-        count = args.seeds if args.seeds is not None else int(os.environ.get("KCONT_EXPLORE_SEEDS", "200"))
-        seeds = range(args.first_seed, args.first_seed + count)
+        seeds = range(args.first_seed, args.first_seed + args.seeds)
 
     def report(failed: RunResult) -> None:
-        print(f"FAIL scenario={failed.scenario} seed={failed.seed}")
+        print(f"FAIL scenario={failed.scenario} seed={failed.seed}", file=text)
         for v in failed.violations:
-            print("  " + v.replace("\n", "\n  "))
-        print(f"  replay: {failed.replay_command()}")
+            print("  " + v.replace("\n", "\n  "), file=text)
+        print(f"  replay: {failed.replay_command()}", file=text)
         if args.trace or args.seed is not None:
             again = run_scenario(failed.scenario, failed.seed, trace=True)
             for event in again.trace:
-                print(f"    {event}")
+                print(f"    {event}", file=text)
 
-    result = explore(seeds, args.scenario, on_failure=report)
-    if args.seed is not None and args.trace and result.ok:
+    names = list(args.scenario) if args.scenario else list(SCENARIOS)
+    result = ExploreResult(scenarios=names)
+    show = progress_wanted(args, text)
+    started = time.perf_counter()
+    next_report = started + PROGRESS_INTERVAL
+    interrupted = False
+    with StopRequest() as stop:
+        # One seed at a time, so that Ctrl-C and progress act between seeds.
+        for seed in seeds:
+            if stop.requested:
+                interrupted = True
+                break
+            part = explore([seed], names, on_failure=report)
+            result.seeds += 1
+            result.runs += part.runs
+            result.failures.extend(part.failures)
+            for key, value in part.totals.items():
+                result.totals[key] = result.totals.get(key, 0) + value
+            now = time.perf_counter()
+            if show and now >= next_report:
+                next_report = now + PROGRESS_INTERVAL
+                print(
+                    f"  {now - started:5.0f} s  {result.seeds} of {len(seeds)} seeds  {result.runs} runs  "
+                    f"{len(result.failures)} failing",
+                    file=text,
+                    flush=True,
+                )
+    result.seconds = time.perf_counter() - started
+    if args.seed is not None and args.trace and result.ok and not interrupted:
         for name in result.scenarios:
             for event in run_scenario(name, args.seed, trace=True).trace:
-                print(f"    {name}: {event}")
+                print(f"    {name}: {event}", file=text)
     t = result.totals
-    print(
+    summary = (
         f"kcont explore: {result.seeds} seeds x {len(result.scenarios)} scenarios = {result.runs} runs "
         f"in {result.seconds:.1f} s; "
         f"{t.get('ops', 0) + t.get('fn_ops', 0) + t.get('interleaved_ops', 0)} operations, "
@@ -565,6 +612,37 @@ def run(args: argparse.Namespace) -> int:
         f"{t.get('interleaved_steps', 0)} thread switches; "
         f"{len(result.failures)} failing runs"
     )
+    print(summary, file=text, flush=True)
+    if args.json:
+        doc: dict[str, Any] = {
+            "schema": EXPLORE_SCHEMA,
+            "ok": result.ok,
+            "interrupted": interrupted,
+            "seeds_asked": len(seeds),
+            "seeds": result.seeds,
+            "first_seed": seeds[0] if len(seeds) else None,
+            "scenarios": result.scenarios,
+            "runs": result.runs,
+            "seconds": round(result.seconds, 2),
+            "totals": result.totals,
+            "failures": [
+                {
+                    "scenario": f.scenario,
+                    "seed": f.seed,
+                    "violations": f.violations,
+                    "replay": f.replay_command(),
+                }
+                for f in result.failures
+            ],
+        }
+        write_json(doc, args.json, None if args.json == "-" else text)
+    if interrupted:
+        print(
+            f"kcont explore: interrupted after {result.seeds} of {len(seeds)} seeds "
+            f"({result.runs} runs, {len(result.failures)} failing)",
+            file=sys.stderr,
+        )
+        return EXIT_INTERRUPTED
     return 0 if result.ok else 1
 
 

@@ -168,6 +168,7 @@ class AsyncioStack:
         self._ready = threading.Event()
         self._thread: threading.Thread | None = None
         self._failure: BaseException | None = None
+        self._closing = False  # the loop is stopping: no more ACKs, every timer cancelled
 
     @property
     def loop(self) -> asyncio.AbstractEventLoop:
@@ -212,6 +213,13 @@ class AsyncioStack:
             self._ready.set()
             await self._stop
         finally:
+            # Stopped early (Ctrl-C), flows may still have timers: cancel them
+            # before the transports close, or each would fire on a closed one.
+            self._closing = True
+            for flow in self.flows.values():
+                for handle in (flow.idle, flow.delack):
+                    if handle is not None:
+                        handle.cancel()
             for each in transports:
                 each.close()
             await asyncio.sleep(0)  # let the transports' close callbacks run
@@ -229,6 +237,8 @@ class AsyncioStack:
             self._send_ack(flow)
 
     def _send_ack(self, flow: _Flow) -> None:
+        if self._closing or flow.transport.is_closing():
+            return  # stopping: the transport is (being) closed
         try:
             flow.transport.sendto(wire.build(wire.ACK, flow.id, flow.highest, flow.unacked_ts), flow.peer)
         except OSError:

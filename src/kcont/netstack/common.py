@@ -26,6 +26,8 @@ import weakref
 from dataclasses import asdict, dataclass
 from typing import Any
 
+from .._stats import percentile_sorted
+
 __all__ = [
     "LOOPBACK",
     "Config",
@@ -179,12 +181,9 @@ def udp_rcvbuf_errors() -> int | None:
         return None
 
 
-def percentile(sorted_values: list[int], fraction: float) -> int | None:
-    """The nearest-rank percentile of an already sorted list (None if empty)."""
-    if not sorted_values:
-        return None
-    rank = max(1, -(-len(sorted_values) * fraction // 1))
-    return sorted_values[min(len(sorted_values), int(rank)) - 1]
+# The nearest-rank percentile of an already sorted list (None if empty): the
+# one definition kcont uses everywhere.
+percentile = percentile_sorted
 
 
 # RSS: a multiplicative hash of the flow id and an indirection table, as a

@@ -108,6 +108,7 @@ class Report:
     threads_left: list[str] = field(default_factory=list)  # this run's threads alive after it
     sockets_left: int = 0  # this run's sockets still open after it
     notes: list[str] = field(default_factory=list)
+    interrupted: bool = False  # stopped early (Ctrl-C): the checks do not apply
 
     @property
     def malformed_total(self) -> int:
@@ -252,6 +253,9 @@ def render(r: Report, out: TextIO) -> None:
         print(f"  shutdown: {r.shutdown}", file=out)
     for note in r.notes:
         print(f"  note: {note}", file=out)
+    if r.interrupted:
+        print("  checks: not judged (the run was interrupted)", file=out)
+        return
     checks = r.checks
     failed = [name for name, ok in checks.items() if not ok]
     print(f"  checks: {'all passed' if not failed else 'FAILED: ' + ', '.join(failed)}", file=out)
@@ -268,13 +272,25 @@ def compare_table(reports: Sequence[Report], out: TextIO) -> None:
     for i, (name, _) in enumerate(columns[0]):
         cells = "".join(f" | {col[i][1]:<{w}}" for col, w in zip(columns, width, strict=True))
         print(f"  {name:<30}{cells}", file=out)
-    oks = "".join(f" | {('ok' if r.ok else 'FAILED'):<{w}}" for r, w in zip(reports, width, strict=True))
+    oks = "".join(
+        f" | {('interrupted' if r.interrupted else 'ok' if r.ok else 'FAILED'):<{w}}"
+        for r, w in zip(reports, width, strict=True)
+    )
     print(f"  {'checks':<30}{oks}", file=out)
 
 
-def write_json(reports: Sequence[Report], path: str, out: TextIO) -> None:
-    """Write ``{"runs": [...], "ok": bool}``; ``path`` ``-`` is ``out``."""
-    doc = {"runs": [r.as_dict() for r in reports], "ok": all(r.ok for r in reports)}
+SCHEMA = "kcont.demo/1"  # the JSON document's format and version
+
+
+def write_json(reports: Sequence[Report], path: str, out: TextIO, *, interrupted: bool = False) -> None:
+    """Write ``{"schema": ..., "runs": [...], "ok": bool, "interrupted": bool}``;
+    ``path`` ``-`` is ``out``."""
+    doc = {
+        "schema": SCHEMA,
+        "runs": [r.as_dict() for r in reports],
+        "ok": all(r.ok for r in reports) and not interrupted,
+        "interrupted": interrupted,
+    }
     text = json.dumps(doc, indent=2, sort_keys=False, default=str)
     if path == "-":
         print(text, file=out)

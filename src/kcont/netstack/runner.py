@@ -16,6 +16,9 @@ Phases (bounded in packets and in time; the run stops by itself)
     4. stop: close the source, stop the RX threads, close every socket, shut
        the runtime down (its account goes in the report).
 
+    Setting the ``stop`` event (Ctrl-C) skips to phase 4 from wherever the
+    run is; the report then says it was interrupted.
+
 Locking
     None of its own; it reads the stack's and the source's counters (racy
     snapshots while running, exact after the stop).
@@ -42,6 +45,8 @@ __all__ = ["IMPLEMENTATIONS", "run_pipeline"]
 IMPLEMENTATIONS = ("kcont", "asyncio")
 
 Progress = Callable[[str], None]
+
+_STOP_POLL = 0.1  # seconds: how often the traffic phase looks at the stop event
 
 
 class _Monitor:
@@ -82,11 +87,13 @@ def run_pipeline(
     progress: Progress | None = None,
     interval: float = 1.0,
     name: str = "netstack",
+    stop: threading.Event | None = None,
 ) -> Report:
     """Run the pipeline ``impl`` (``"kcont"`` or ``"asyncio"``) on the traffic
     of ``config`` and return its report.  ``progress`` receives one line per
-    ``interval`` seconds.  Every thread it started is joined and every socket
-    closed when it returns (or raises)."""
+    ``interval`` seconds.  Setting ``stop`` ends the run early (the report
+    says so).  Every thread it started is joined and every socket closed when
+    it returns (or raises)."""
     config = config or Config()
     if impl not in IMPLEMENTATIONS:
         raise ValueError(f"impl must be one of {IMPLEMENTATIONS}, not {impl!r}")
@@ -112,16 +119,17 @@ def run_pipeline(
     drained = True
     rcvbuf = 0
     notes: list[str] = []
+    stop = stop if stop is not None else threading.Event()
     try:
         stack.start()
         source = TrafficSource(config, stack.targets, name)
         monitor = _Monitor(stack, progress, interval, t0)
         source.start()
-        while not source.sent.wait(monitor.timeout()):
-            monitor.tick()
-        t_done, drained = _drain(stack, source, monitor, config)
-        outstanding = _wait_teardown(stack, source, monitor, config, t_done)
-        if outstanding:
+        while not source.sent.wait(min(monitor.timeout(), _STOP_POLL)) and not stop.is_set():
+            monitor.maybe_tick()
+        t_done, drained = _drain(stack, source, monitor, config, stop)
+        outstanding = _wait_teardown(stack, source, monitor, config, t_done, stop)
+        if outstanding and not stop.is_set():
             notes.append(outstanding)
         rcvbuf = stack.rcvbuf
     finally:
@@ -137,7 +145,19 @@ def run_pipeline(
     rcvbuf_errors = None if snmp_before is None or snmp_after is None else snmp_after - snmp_before
     report = _report(impl, config, snap, source, t0, t_done, rcvbuf_errors, runtime_stats, account, rcvbuf)
     report.cpu_s = time.process_time() - cpu0
-    if not drained and report.lost:
+    report.interrupted = stop.is_set()
+    if report.interrupted:
+        notes.insert(0, "interrupted: the run was stopped early, the checks do not apply")
+    elif source.stats.cut_short:
+        stats = source.stats
+        seconds = max(1e-9, (stats.tx_end_ns - stats.tx_start_ns) / 1e9)
+        notes.insert(
+            0,
+            f"the source sent {stats.data_sent:,} of {config.packets:,} datagrams in {seconds:.2f} s "
+            f"({stats.data_sent / seconds:,.0f} pkt/s): it could not reach the asked rate "
+            f"({config.rate:,} pkt/s) on this machine, and stopped at the duration",
+        )
+    if not drained and report.lost and not report.interrupted:
         notes.insert(0, "the drain ended (no progress for 0.5 s, or drain_timeout) with datagrams unhandled")
     if isinstance(stack, Stack) and stack.shutdown_refusals:
         notes.append(f"{stack.shutdown_refusals} schedules refused by the runtime's shutdown")
@@ -147,7 +167,11 @@ def run_pipeline(
 
 
 def _drain(
-    stack: Stack | AsyncioStack, source: TrafficSource, monitor: _Monitor, config: Config
+    stack: Stack | AsyncioStack,
+    source: TrafficSource,
+    monitor: _Monitor,
+    config: Config,
+    stop: threading.Event,
 ) -> tuple[float, bool]:
     """Wait until everything sent was read and handled, or nothing moved for
     0.5 s, or ``drain_timeout``.  Returns when the last datagram was handled,
@@ -165,14 +189,19 @@ def _drain(
             last_key, last_change = key, now
         if snap.received >= sent and handled >= snap.received:
             return now, True
-        if now - last_change > 0.5 or now > deadline:
+        if now - last_change > 0.5 or now > deadline or stop.is_set():
             return last_change, False
         monitor.maybe_tick()
         time.sleep(0.002)
 
 
 def _wait_teardown(
-    stack: Stack | AsyncioStack, source: TrafficSource, monitor: _Monitor, config: Config, since: float
+    stack: Stack | AsyncioStack,
+    source: TrafficSource,
+    monitor: _Monitor,
+    config: Config,
+    since: float,
+    stop: threading.Event,
 ) -> str | None:
     """Wait until every flow was torn down and the ACKs sent have arrived.
     Returns None, or what is still outstanding when ``drain_timeout`` passed."""
@@ -182,7 +211,7 @@ def _wait_teardown(
         acks = source.stats.acks
         if stack.quiescent() and acks >= snap.acks_sent:
             return None
-        if time.monotonic() >= deadline:
+        if time.monotonic() >= deadline or stop.is_set():
             return (
                 f"{config.drain_timeout:g} s after the traffic: {snap.flows_open} flows open, "
                 f"{snap.flows_created - snap.flows_torn_down} not torn down, "

@@ -19,6 +19,9 @@ so the kcont and asyncio pipelines see exactly the same datagrams)
     * Every ``1 / malformed_rate`` data datagrams, one extra malformed datagram
       (truncated, wrong magic, absurd length, unknown type, in rotation) is
       sent; it has no sequence number and must be counted and dropped.
+    * The source stops at ``duration`` (plus a short grace) whatever the
+      rate: a rate this machine cannot reach sends fewer datagrams, and
+      ``SourceStats.cut_short`` says so.
 
 RTT
     An ACK echoes the send timestamp of the oldest packet it acknowledges
@@ -47,6 +50,10 @@ from .common import Config, open_udp
 
 __all__ = ["SourceStats", "TrafficSource", "flow_ids", "flow_target"]
 
+# Seconds the source may send past the run's duration (late wake-ups of a
+# loaded machine) before it stops with datagrams left unsent.
+_GRACE_S = 0.25
+
 
 def flow_ids(config: Config) -> list[int]:
     """The flow ids of a run (distinct, non-zero, 31-bit)."""
@@ -72,6 +79,9 @@ class SourceStats:
     rtt_ns: list[int] = field(default_factory=list)
     last_seq: dict[int, int] = field(default_factory=dict)  # flow id -> last sequence number sent
     acked: dict[int, int] = field(default_factory=dict)  # flow id -> highest sequence number ACKed
+    # The source stopped at the run's duration (plus a grace) before sending
+    # every datagram: the machine could not reach the asked rate.
+    cut_short: bool = False
 
     @property
     def datagrams_sent(self) -> int:
@@ -100,6 +110,7 @@ class TrafficSource:
         self.stats = SourceStats()
         self.sent = threading.Event()
         self._stop = False
+        self._end_ns = 0  # set when the transmit thread starts (monotonic ns)
         self._sock = open_udp(rcvbuf=config.rcvbuf)
         self.address: tuple[str, int] = self._sock.getsockname()
         self._tx = threading.Thread(target=self._tx_main, name=f"{name}/source-tx", daemon=True)
@@ -148,11 +159,15 @@ class TrafficSource:
         data = wire.DATA
         monotonic_ns = time.monotonic_ns
         stats.tx_start_ns = t0 = monotonic_ns()
+        self._end_ns = end_ns = t0 + int((config.duration + _GRACE_S) * 1e9)
         i = 0
         try:
             while i < total and not self._stop:
                 due = min(total, (monotonic_ns() - t0) * rate // 1_000_000_000 + 1)
                 while i < due:
+                    if monotonic_ns() >= end_ns:
+                        stats.cut_short = True
+                        return
                     quarter = min(3, i * 4 // total)
                     active = quarters[quarter]
                     index = active[rr[quarter] % len(active)]
@@ -162,9 +177,15 @@ class TrafficSource:
                     seqs[index] = seq + 1
                     if every and i % every == every - 1:
                         kind = kinds[(i // every) % len(kinds)]
-                        self._send(wire.malformed(kind, flow, 0, monotonic_ns(), payload), dest[index])
+                        if not self._send(
+                            wire.malformed(kind, flow, 0, monotonic_ns(), payload), dest[index]
+                        ):
+                            stats.cut_short = not self._stop
+                            return
                         stats.malformed_sent += 1
-                    self._send(build(data, flow, seq, monotonic_ns(), payload), dest[index])
+                    if not self._send(build(data, flow, seq, monotonic_ns(), payload), dest[index]):
+                        stats.cut_short = not self._stop
+                        return
                     stats.last_seq[flow] = seq
                     stats.data_sent += 1
                     i += 1
@@ -175,13 +196,17 @@ class TrafficSource:
             stats.tx_end_ns = monotonic_ns()
             self.sent.set()
 
-    def _send(self, datagram: bytes, dest: tuple[str, int]) -> None:
+    def _send(self, datagram: bytes, dest: tuple[str, int]) -> bool:
+        """Send ``datagram``, waiting while the send buffer is full; False if
+        the source was stopped or reached its end time meanwhile (not sent)."""
         while True:
             try:
                 self._sock.sendto(datagram, dest)
-                return
+                return True
             except BlockingIOError:  # send buffer full: wait a little (counted)
                 self.stats.tx_retries += 1
+                if self._stop or time.monotonic_ns() >= self._end_ns:
+                    return False
                 time.sleep(0.0001)
 
     def _ack_main(self) -> None:
