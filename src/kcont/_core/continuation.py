@@ -39,7 +39,7 @@ Transition table (docs/semantics.md gives the reason for each row)
     continuation is still RUNNING waits (see :mod:`kcont._core.runqueue`).
 
 Locking
-    S: ``_flags``, ``_rq``, ``_bucket``, ``_deadline``,
+    S: ``_flags``, ``_rq``, ``_bucket``, ``_deadline``, ``_fired``,
     ``_ctx``, ``_runner``, ``_release`` and the function, argument and lock
     fields are written only with the runtime's state lock held.  Predicates
     read ``_flags`` without it (one attribute read: atomic, possibly stale, as
@@ -139,6 +139,7 @@ class Continuation(Generic[A]):
         "_ctx",
         "_deadline",
         "_ended",
+        "_fired",
         "_flags",
         "_func",
         "_lock",
@@ -186,6 +187,7 @@ class Continuation(Generic[A]):
         self._rq: RunQueue = wq.rqs[0]
         self._bucket: dict[Continuation[Any], None] | None = None
         self._deadline = 0
+        self._fired: int | None = None  # S: deadline of the latest invocation's timer
         self._ended = 0  # S: invocations finished (flush waits for a count)
         self._ctx: Context | None = None
         self._runner: int | None = None
@@ -344,7 +346,14 @@ class Continuation(Generic[A]):
 
     def _refusal(self, code: int, cpu: CPU | None, nticks: int) -> Exception:
         if code == R_BUSY:
-            return BusyError(f"{self!r} is INVOKING; call ack() before scheduling it again")
+            if self._runner == _get_ident():
+                return BusyError(
+                    f"{self!r} is INVOKING (its own function is running); "
+                    "re-arm it with schedule(..., ack=True)"
+                )
+            return BusyError(
+                f"{self!r} is INVOKING; call ack() first, or schedule(..., ack=True), to schedule it again"
+            )
         if code == R_NOPERCPU:
             return NoPerCPUQueueError(f"{self._wq!r} has no per-CPU queues; pass cpu=None")
         if code == R_NEGATIVE:
@@ -599,6 +608,20 @@ class Continuation(Generic[A]):
         return self._deadline if self._flags & PENDING else None
 
     @property
+    def fired_deadline(self) -> int | None:
+        """The tick the timer of the current invocation was armed for, or
+        None if that invocation was committed by ``schedule(nticks=0)``.
+
+        Inside the function, where :attr:`deadline` is None (the timer
+        expired) or already the next one (after a re-arm), this is the
+        deadline that fired: ``runtime.ticks - kc.fired_deadline`` is how late
+        the invocation started, and ``fired_deadline + period`` the next
+        deadline of a timer that must not drift.  Outside, it is the latest
+        invocation's (None before the first one).
+        """
+        return self._fired
+
+    @property
     def func(self) -> Callable[[A, Continuation[A]], object]:
         return self._func
 
@@ -753,6 +776,9 @@ def begin_locked(kc: Continuation[Any], runner: int) -> Context:
     kc._flags = (flags & ~QUEUED) | RUNNING
     kc._runner = runner
     kc._release = kc._lock
+    # SHARED_CTX is set by arming and cleared by an immediate schedule: the
+    # invocation was committed by the timer iff it is set.
+    kc._fired = kc._deadline if flags & SHARED_CTX else None
     ctx = kc._ctx
     return ctx.copy() if flags & SHARED_CTX else ctx  # type: ignore[union-attr,return-value]
 
