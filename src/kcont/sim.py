@@ -44,9 +44,16 @@ from typing import Any, ClassVar, NamedTuple
 from ._core.continuation import Continuation, expire_locked
 from ._core.dispatch import dispatch
 from ._core.runtime import ALL_BANDS, CPU, RuntimeCore, ShutdownAccount, _tls, check_timeout
+from ._core.timerwheel import NEAR_SIZE
 from .errors import InvalidArgumentError, SimDeadlockError
 
 __all__ = ["SimRuntime", "TraceEvent"]
+
+# How far the wheel is moved per call on a jump shorter than _SHORT_JUMP (see
+# SimRuntime._expire_at_locked): below the wheel's own catch-up threshold, and
+# two wheel turns, beyond which no armed entry can lie before the next deadline.
+_STRIDE = 64
+_SHORT_JUMP = 2 * NEAR_SIZE
 
 
 class TraceEvent(NamedTuple):
@@ -274,7 +281,17 @@ class SimRuntime(RuntimeCore):
         expired: list[Continuation[Any]] = []
         self._ticks = tick
         self._wakeups += 1
-        self._wheel.expire_until(tick, expired)
+        wheel = self._wheel
+        if tick - wheel.now <= _SHORT_JUMP:
+            # A short jump may cross ticks while the wheel still holds entries
+            # due later in its turn: catching up more than _STRIDE ticks in
+            # one call would make the wheel look for a long jump at each of
+            # them.  Long jumps only happen with no such entry (nothing is due
+            # before ``tick``) and are one call.
+            while wheel.now < tick:
+                wheel.expire_until(min(tick, wheel.now + _STRIDE), expired)
+        else:
+            wheel.expire_until(tick, expired)
         for kc in expired:
             expire_locked(kc, tick)
             if self._trace is not None:
