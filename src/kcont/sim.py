@@ -153,11 +153,11 @@ class SimRuntime(RuntimeCore):
                 self._lock.acquire()
             if progressed or done():
                 continue
-            deadline = self._wheel.next_deadline() if self.autojump else None
-            if deadline is None:
-                armed = "" if self.autojump else " (autojump=True would wait for timers)"
+            deadline = self._wheel.next_deadline()
+            if deadline is None or not self.autojump:
+                hint = "" if deadline is None else " (a timer is armed: autojump=True would wait for it)"
                 raise SimDeadlockError(
-                    f"{what}: can never end (nothing left to run at tick {self._ticks}){armed}"
+                    f"{what}: can never end (nothing left to run at tick {self._ticks}){hint}"
                 )
             self._expire_at_locked(max(deadline, self._ticks + 1))
 
@@ -221,7 +221,7 @@ class SimRuntime(RuntimeCore):
                 if cpu is not None:
                     order: tuple[CPU, ...] = (cpu,)
                 else:
-                    if not self._ready():
+                    if rng is not None and not self._ready():
                         # Draw nothing when nothing can start: the seed's
                         # sequence must not depend on how many idle ticks
                         # time stopped at (jumping and stepping agree).
