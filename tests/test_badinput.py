@@ -605,6 +605,32 @@ add(
     kinds=_S,
 )
 add("SimRuntime", "step from inside a continuation", lambda e: _step_inside(e), Returns(True), kinds=_S)
+add("SimRuntime", "run_until_tick(past)", lambda e: e.rt.run_until_tick(-1), InvalidArgumentError, kinds=_S)
+add("SimRuntime", "run_until_tick(str)", lambda e: e.rt.run_until_tick("9"), TypeError, kinds=_S)
+add("SimRuntime", "autojump=1", lambda e: SimRuntime(autojump=1), TypeError, kinds=_S)
+
+# Periodic timers.
+add("Periodic", "period=0", lambda e: kcont.Periodic(kcont.wq_softclock, _f, None, 0), InvalidArgumentError)
+add("Periodic", "period='5'", lambda e: kcont.Periodic(kcont.wq_softclock, _f, None, "5"), TypeError)
+add(
+    "Periodic",
+    "unknown missed-tick policy",
+    lambda e: kcont.Periodic(kcont.wq_softclock, _f, None, 5, missed="later"),
+    InvalidArgumentError,
+)
+add(
+    "Periodic",
+    "a destroyed continuation's queue",
+    lambda e: kcont.Periodic(e.freed, _f, None, 5),
+    WorkqueueReleasedError,
+)
+add(
+    "Periodic",
+    "cpu of another runtime",
+    lambda e: kcont.Periodic(e.other_wq, _f, None, 5, cpu=e.rt.cpus[0]),
+    InvalidArgumentError,
+)
+add("PeriodicRun", "missing fields", lambda e: kcont.PeriodicRun(), TypeError)
 
 
 def _flush_inside(e: Env) -> bool:

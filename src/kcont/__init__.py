@@ -72,6 +72,7 @@ from .errors import (
     SimDeadlockError,
     WorkqueueReleasedError,
 )
+from .periodic import Periodic, PeriodicRun
 from .sim import SimRuntime, TraceEvent
 from .threaded import Runtime
 
@@ -100,6 +101,8 @@ __all__ = [
     "MutexError",
     "NoPerCPUQueueError",
     "NoRuntimeError",
+    "Periodic",
+    "PeriodicRun",
     "PredefinedQueue",
     "Runtime",
     "RuntimeCore",

@@ -4,10 +4,24 @@ What it owns
     A deterministic runtime for tests, teaching and prototyping.  Nothing runs
     until it is stepped: :meth:`SimRuntime.step` runs one continuation on one
     CPU, :meth:`SimRuntime.run_until_idle` runs everything ready at the current
-    tick, :meth:`SimRuntime.advance` moves time one tick at a time and runs
-    what expires at each tick.  Which CPU steps next is round-robin, or drawn
-    from a ``random.Random(seed)``: the same seed always gives the same
-    interleaving, and so the same trace.
+    tick, :meth:`SimRuntime.advance` moves time forward and runs what expires
+    at each tick.  Which CPU steps next is round-robin, or drawn from a
+    ``random.Random(seed)``: the same seed always gives the same interleaving,
+    and so the same trace.
+
+Virtual time jumps
+    Between two timer deadlines nothing can happen on the simulator (nothing
+    is ready once ``run_until_idle`` returned, and only an expiry makes
+    something ready), so :meth:`SimRuntime.advance` and
+    :meth:`SimRuntime.run_until` move the clock straight from one deadline to
+    the next: an hour of virtual time with one timer costs a few wheel
+    operations, not 3.6 million.  The trace is exactly the one of stepping
+    every tick; :attr:`SimRuntime.step_every_tick` (a testing hook) switches
+    the tick-by-tick reference back on, and the test suite compares both on
+    every exploration scenario.  With ``autojump=True``, a wait that cannot
+    make progress at the current tick (``flush``, ``halt``, ``destroy``,
+    :meth:`SimRuntime.wait_idle`) also jumps to the next deadline instead of
+    raising :class:`~kcont.SimDeadlockError`.
 
     It shares the state machine, the ordering rules, the timer wheel and the
     dispatch function with the threaded runtime; only time (a counter), CPU
@@ -16,22 +30,30 @@ What it owns
     :class:`~kcont.SimDeadlockError` instead of hanging.
 
 Locking
-    The state lock is the shared one (uncontended here).  ``_ticks``,
-    ``_rr`` and ``_stepping`` belong to the thread that steps the runtime.
+    The state lock is the shared one (uncontended here).  ``_ticks`` and the
+    wheel's position change together under it; ``_rr``, ``_stepping`` and
+    ``_wakeups`` belong to the thread that steps the runtime.
 """
 
 from __future__ import annotations
 
 import random
 from collections.abc import Callable
-from typing import Any, NamedTuple
+from typing import Any, ClassVar, NamedTuple
 
 from ._core.continuation import Continuation, expire_locked
 from ._core.dispatch import dispatch
-from ._core.runtime import ALL_BANDS, CPU, RuntimeCore, ShutdownAccount, _tls
+from ._core.runtime import ALL_BANDS, CPU, RuntimeCore, ShutdownAccount, _tls, check_timeout
+from ._core.timerwheel import NEAR_SIZE
 from .errors import InvalidArgumentError, SimDeadlockError
 
 __all__ = ["SimRuntime", "TraceEvent"]
+
+# How far the wheel is moved per call on a jump shorter than _SHORT_JUMP (see
+# SimRuntime._expire_at_locked): below the wheel's own catch-up threshold, and
+# two wheel turns, beyond which no armed entry can lie before the next deadline.
+_STRIDE = 64
+_SHORT_JUMP = 2 * NEAR_SIZE
 
 
 class TraceEvent(NamedTuple):
@@ -64,7 +86,21 @@ class SimRuntime(RuntimeCore):
             ``step``/``run_until_idle``/``advance`` (after counting it), so
             tests fail loudly.  Exceptions that are not ``Exception`` (such as
             ``KeyboardInterrupt``) are always re-raised.
+        autojump: a wait that finds nothing to run at the current tick
+            (``flush``, ``halt``, ``destroy``, :meth:`wait_idle`) moves
+            virtual time to the next timer deadline, expires what is due there
+            and goes on, instead of raising :class:`~kcont.SimDeadlockError`
+            (which it still raises when no timer is armed either).  As trio's
+            ``MockClock(autojump_threshold=0)``: tests that wait on timers
+            need not advance time themselves.
     """
+
+    #: Testing hook: True makes :meth:`advance` and :meth:`run_until` stop at
+    #: every tick instead of jumping from deadline to deadline.  The result
+    #: (trace, return values, state) is the same, only slower; the test suite
+    #: sets it (class-wide, for runtimes created inside an exploration) to
+    #: check that jumping changes nothing.  Leave it False otherwise.
+    step_every_tick: ClassVar[bool] = False
 
     def __init__(
         self,
@@ -74,8 +110,11 @@ class SimRuntime(RuntimeCore):
         *,
         trace: bool = False,
         reraise: bool = False,
+        autojump: bool = False,
         name: str | None = None,
     ) -> None:
+        if not isinstance(autojump, bool):
+            raise TypeError(f"autojump must be a bool, not {type(autojump).__name__}")
         super().__init__(ncpu, hz, name)
         self._ticks = 0
         self._rng = random.Random(seed) if seed is not None else None
@@ -83,6 +122,8 @@ class SimRuntime(RuntimeCore):
         self._rr = 0
         self._stepping = False
         self.reraise = reraise
+        self.autojump = autojump
+        self._wakeups = 0  # ticks at which time stopped to expire timers
         self._timer_wake = 0  # no timer thread: never told of earlier deadlines
         if trace:
             self._trace = []
@@ -110,8 +151,15 @@ class SimRuntime(RuntimeCore):
                 progressed = self.step() is not None
             finally:
                 self._lock.acquire()
-            if not progressed and not done():
-                raise SimDeadlockError(f"{what}: can never end (nothing left to run at tick {self._ticks})")
+            if progressed or done():
+                continue
+            deadline = self._wheel.next_deadline()
+            if deadline is None or not self.autojump:
+                hint = "" if deadline is None else " (a timer is armed: autojump=True would wait for it)"
+                raise SimDeadlockError(
+                    f"{what}: can never end (nothing left to run at tick {self._ticks}){hint}"
+                )
+            self._expire_at_locked(max(deadline, self._ticks + 1))
 
     def _report_exception(self, kc: Continuation[Any], exc: BaseException) -> None:
         if self.reraise or not isinstance(exc, Exception):
@@ -173,6 +221,11 @@ class SimRuntime(RuntimeCore):
                 if cpu is not None:
                     order: tuple[CPU, ...] = (cpu,)
                 else:
+                    if rng is not None and not self._ready():
+                        # Draw nothing when nothing can start: the seed's
+                        # sequence must not depend on how many idle ticks
+                        # time stopped at (jumping and stepping agree).
+                        break
                     start = self._rr if rng is None else rng.randrange(ncpu)
                     order = cpus[start:] + cpus[:start] if start else cpus
                 for candidate in order:
@@ -191,39 +244,131 @@ class SimRuntime(RuntimeCore):
         return ran, last
 
     def advance(self, nticks: int = 1) -> int:
-        """Run what is ready, then move time ``nticks`` ticks forward one at a
-        time, running what expires at each tick.  Returns how many ran."""
+        """Run what is ready, then move time ``nticks`` ticks forward, running
+        what expires at each tick.  Returns how many ran.
+
+        Time goes straight from one timer deadline to the next (see the
+        module docstring): the cost is in deadlines, not in ticks."""
         if not isinstance(nticks, int) or isinstance(nticks, bool):
             raise TypeError(f"nticks must be an int, not {type(nticks).__name__}")
         if nticks < 0:
             raise InvalidArgumentError(f"nticks must be >= 0, not {nticks}")
         ran = self.run_until_idle()
-        expired: list[Continuation[Any]] = []
-        for _ in range(nticks):
-            with self._lock:
-                self._ticks += 1
-                self._wheel.expire_until(self._ticks, expired)
-                for kc in expired:
-                    expire_locked(kc, self._ticks)
-                    if self._trace is not None:
-                        self._record("expire", kc, kc._rq.cpu)
-            expired.clear()
-            ran += self.run_until_idle()
+        target = self._ticks + nticks
+        while self._ticks < target:
+            ran += self._advance_to(self._next_stop(target))
         return ran
+
+    def _next_stop(self, limit: int) -> int:
+        """The next tick, at most ``limit``, at which a timer may expire: the
+        wheel's next deadline (or a lower bound of it), else ``limit``."""
+        if self.step_every_tick:
+            return self._ticks + 1
+        with self._lock:
+            deadline = self._wheel.next_deadline()
+        if deadline is None or deadline >= limit:
+            return limit
+        return max(deadline, self._ticks + 1)
+
+    def _advance_to(self, tick: int) -> int:
+        """Move time to ``tick`` (no timer due before it), expire what is due
+        then, and run what is ready.  Returns how many ran."""
+        with self._lock:
+            self._expire_at_locked(tick)
+        return self.run_until_idle()
+
+    def _expire_at_locked(self, tick: int) -> None:
+        expired: list[Continuation[Any]] = []
+        self._ticks = tick
+        self._wakeups += 1
+        wheel = self._wheel
+        if tick - wheel.now <= _SHORT_JUMP:
+            # A short jump may cross ticks while the wheel still holds entries
+            # due later in its turn: catching up more than _STRIDE ticks in
+            # one call would make the wheel look for a long jump at each of
+            # them.  Long jumps only happen with no such entry (nothing is due
+            # before ``tick``) and are one call.
+            while wheel.now < tick:
+                wheel.expire_until(min(tick, wheel.now + _STRIDE), expired)
+        else:
+            wheel.expire_until(tick, expired)
+        for kc in expired:
+            expire_locked(kc, tick)
+            if self._trace is not None:
+                self._record("expire", kc, kc._rq.cpu)
+
+    @property
+    def wakeups(self) -> int:
+        """How many ticks virtual time stopped at to expire timers (each
+        deadline, plus, for a deadline more than a wheel turn away, possibly
+        the first tick of its wheel epoch).  With :attr:`step_every_tick`,
+        every tick."""
+        return self._wakeups
 
     def next_deadline(self) -> int | None:
         """The earliest tick a timer is armed for (or a lower bound of it), or None."""
         with self._lock:
             return self._wheel.next_deadline()
 
-    def run_until(self, predicate: Callable[[], bool], max_ticks: int = 1_000_000) -> int:
-        """Advance tick by tick until ``predicate()`` is true; return the tick."""
+    def run_until(self, until: Callable[[], bool] | int, max_ticks: int = 1_000_000) -> int:
+        """Advance time until ``until`` holds; return the tick.
+
+        ``until`` is either a tick (an ``int``): run up to that tick, as
+        :meth:`run_until_tick`; or a predicate, called after what is ready ran
+        at the current tick and then after each tick at which timers expired
+        (the only ticks at which the simulator's state can change): time jumps
+        between them, so a predicate must not depend on the tick number
+        itself (pass a tick for that).
+
+        Raises:
+            SimDeadlockError: the predicate is still false ``max_ticks`` ticks
+                later.
+            InvalidArgumentError: ``until`` is a tick in the past.
+        """
+        if isinstance(until, int) and not isinstance(until, bool):
+            return self.run_until_tick(until)
+        if not callable(until):
+            raise TypeError(f"until must be a predicate or a tick (int), not {type(until).__name__}")
+        if not isinstance(max_ticks, int) or isinstance(max_ticks, bool):
+            raise TypeError(f"max_ticks must be an int, not {type(max_ticks).__name__}")
         self.run_until_idle()
-        for _ in range(max_ticks):
-            if predicate():
+        limit = self._ticks + max_ticks
+        while self._ticks < limit:
+            if until():
                 return self._ticks
-            self.advance(1)
+            self._advance_to(self._next_stop(limit))
         raise SimDeadlockError(f"predicate still false after {max_ticks} ticks")
+
+    def run_until_tick(self, tick: int) -> int:
+        """Run what is ready, then advance time to ``tick`` (the current tick
+        or a later one), running what expires on the way.  Returns ``tick``.
+
+        Raises:
+            InvalidArgumentError: ``tick`` is in the past.
+        """
+        if not isinstance(tick, int) or isinstance(tick, bool):
+            raise TypeError(f"tick must be an int, not {type(tick).__name__}")
+        if tick < self._ticks:
+            raise InvalidArgumentError(f"tick {tick} is in the past (now {self._ticks})")
+        self.advance(tick - self._ticks)
+        return self._ticks
+
+    def wait_idle(self, timeout: float | None = None) -> None:
+        """Run until nothing is queued or running (as :meth:`kcont.Runtime.wait_idle`;
+        armed timers do not count).  ``timeout`` is accepted for the same
+        signature and ignored: virtual time does not pass while waiting.
+
+        Raises:
+            SimDeadlockError: queued entries can never start (parked on a lock
+                nobody will release); with ``autojump``, only once no timer is
+                armed either.
+        """
+        check_timeout(timeout)
+        with self._lock:
+            self._wait_locked(self._idle_locked, timeout, f"wait_idle of {self!r}")
+
+    def _idle_locked(self) -> bool:
+        return not self._running and not self._queued_locked()
 
     # -- trace -----------------------------------------------------------------
 

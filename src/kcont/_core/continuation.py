@@ -46,7 +46,7 @@ Transition table (docs/semantics.md gives the reason for each row)
     continuation is still RUNNING waits (see :mod:`kcont._core.runqueue`).
 
 Locking
-    S: ``_flags``, ``_rq``, ``_bucket``, ``_deadline``, ``_commits``, ``_started``,
+    S: ``_flags``, ``_rq``, ``_bucket``, ``_deadline``, ``_fired``, ``_commits``, ``_started``,
     ``_ctx``, ``_runner``, ``_release`` and the function, argument and lock
     fields are written only with the runtime's state lock held.  Predicates
     read ``_flags`` without it (one attribute read: atomic, possibly stale, as
@@ -149,6 +149,7 @@ class Continuation(Generic[A]):
         "_commits",
         "_ctx",
         "_deadline",
+        "_fired",
         "_flags",
         "_func",
         "_lock",
@@ -197,6 +198,7 @@ class Continuation(Generic[A]):
         self._rq: RunQueue = wq.rqs[0]
         self._bucket: dict[Continuation[Any], None] | None = None
         self._deadline = 0
+        self._fired: int | None = None  # S: deadline of the latest invocation's timer
         self._commits = 0  # S: invocations committed so far (their serial numbers)
         self._started = 0  # S: serial of the invocation running, or of the last one run
         self._ctx: Context | None = None
@@ -359,7 +361,14 @@ class Continuation(Generic[A]):
 
     def _refusal(self, code: int, cpu: CPU | None, nticks: int) -> Exception:
         if code == R_BUSY:
-            return BusyError(f"{self!r} is INVOKING; call ack() before scheduling it again")
+            if self._runner == _get_ident():
+                return BusyError(
+                    f"{self!r} is INVOKING (its own function is running); "
+                    "re-arm it with schedule(..., ack=True)"
+                )
+            return BusyError(
+                f"{self!r} is INVOKING; call ack() first, or schedule(..., ack=True), to schedule it again"
+            )
         if code == R_NOPERCPU:
             return NoPerCPUQueueError(f"{self._wq!r} has no per-CPU queues; pass cpu=None")
         if code == R_NEGATIVE:
@@ -632,6 +641,20 @@ class Continuation(Generic[A]):
         return self._deadline if self._flags & PENDING else None
 
     @property
+    def fired_deadline(self) -> int | None:
+        """The tick the timer of the current invocation was armed for, or
+        None if that invocation was committed by ``schedule(nticks=0)``.
+
+        Inside the function, where :attr:`deadline` is None (the timer
+        expired) or already the next one (after a re-arm), this is the
+        deadline that fired: ``runtime.ticks - kc.fired_deadline`` is how late
+        the invocation started, and ``fired_deadline + period`` the next
+        deadline of a timer that must not drift.  Outside, it is the latest
+        invocation's (None before the first one).
+        """
+        return self._fired
+
+    @property
     def func(self) -> Callable[[A, Continuation[A]], object]:
         return self._func
 
@@ -787,6 +810,9 @@ def begin_locked(kc: Continuation[Any], runner: int) -> Context:
     kc._runner = runner
     kc._release = kc._lock
     kc._started = kc._commits  # the queued invocation is always the latest committed
+    # SHARED_CTX is set by arming and cleared by an immediate schedule: the
+    # invocation was committed by the timer iff it is set.
+    kc._fired = kc._deadline if flags & SHARED_CTX else None
     ctx = kc._ctx
     return ctx.copy() if flags & SHARED_CTX else ctx  # type: ignore[union-attr,return-value]
 
