@@ -1,5 +1,7 @@
 """The ``python -m kcont bench`` command: its options, their validation, and the
 writing of ``--json`` and ``--plot``.
+
+Locking: none (the main thread).
 """
 
 from __future__ import annotations

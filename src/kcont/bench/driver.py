@@ -1,6 +1,9 @@
 """The benchmark run: :func:`run` runs the selected benchmarks in order, prints
 their tables and the comparisons, and returns the results (the JSON
 document).
+
+Locking: none; runs in the calling thread.  ``cfg.stop`` is set from the
+SIGINT handler and only read here.
 """
 
 from __future__ import annotations

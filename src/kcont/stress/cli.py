@@ -1,5 +1,7 @@
 """The ``python -m kcont stress`` command: its options, their validation and
 the printing of the result (text and ``--json``).
+
+Locking: none (the main thread).
 """
 
 from __future__ import annotations
