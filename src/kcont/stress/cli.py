@@ -84,6 +84,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         if action.dest == "json":
             action.nargs = "?"
             action.const = "-"
+            action.help = f"{action.help}; --json alone is --json -"
 
 
 def run(args: argparse.Namespace) -> int:
