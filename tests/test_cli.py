@@ -172,3 +172,21 @@ def test_ctrl_c_stops_stress_cleanly_with_partial_json(tmp_path: Path) -> None:
     assert "violations         0" in stdout
     doc = json.loads(out.read_text())
     assert doc["schema"] == "kcont.stress/1" and doc["interrupted"] is True and doc["violations"] == 0
+
+
+def test_a_repeated_sigint_is_one_request_and_a_later_one_raises() -> None:
+    """``timeout -s INT`` signals the command and its process group: the two
+    SIGINTs of one request must not abort the clean stop; a Ctrl-C pressed
+    again later does raise KeyboardInterrupt."""
+    from kcont._cli import SIGINT_REPEAT_S, StopRequest
+
+    with StopRequest() as stop:
+        os.kill(os.getpid(), signal.SIGINT)
+        os.kill(os.getpid(), signal.SIGINT)
+        time.sleep(0.05)  # the handler runs in this (main) thread between bytecodes
+        assert stop.requested
+        stop._first_at -= SIGINT_REPEAT_S + 1  # as if the first request were older
+        with pytest.raises(KeyboardInterrupt):
+            os.kill(os.getpid(), signal.SIGINT)
+            time.sleep(0.05)
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler

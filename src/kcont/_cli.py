@@ -40,6 +40,7 @@ import os
 import signal
 import sys
 import threading
+import time
 from collections.abc import Callable
 from types import FrameType, TracebackType
 from typing import Any, TextIO
@@ -63,6 +64,7 @@ __all__ = [
 EXIT_INTERRUPTED = 130  # 128 + SIGINT, what shells report for a command stopped by Ctrl-C
 # Virtual CPUs of a threaded runtime: each has its own worker threads.
 MAX_NCPU = 256
+SIGINT_REPEAT_S = 1.0  # a second SIGINT sooner than this repeats the first
 PLOT_INSTALL = "pip install 'kcont[bench]' (or pip install matplotlib)"
 
 
@@ -251,21 +253,28 @@ class StopRequest:
     SIGINT handler that sets ``stop.event`` (the command checks it and ends
     early, cleanly); a second Ctrl-C raises :class:`KeyboardInterrupt`.  Outside
     the main thread it installs nothing (``event`` is then only set by hand).
+
+    A SIGINT within :data:`SIGINT_REPEAT_S` of the first is the same request:
+    ``timeout -s INT`` signals both the command and its process group, so one
+    request often arrives twice.
     """
 
     def __init__(self) -> None:
         self.event = threading.Event()
         self._previous: Any = None
         self._installed = False
+        self._first_at = 0.0  # time.monotonic() of the first SIGINT
 
     @property
     def requested(self) -> bool:
         return self.event.is_set()
 
     def _handler(self, signum: int, frame: FrameType | None) -> None:
-        if self.event.is_set():
+        if not self.event.is_set():
+            self._first_at = time.monotonic()
+            self.event.set()
+        elif time.monotonic() - self._first_at > SIGINT_REPEAT_S:
             raise KeyboardInterrupt
-        self.event.set()
 
     def __enter__(self) -> StopRequest:
         if threading.current_thread() is threading.main_thread():

@@ -1,5 +1,7 @@
 """The ``python -m kcont bench`` command: its options, their validation, and the
 writing of ``--json`` and ``--plot``.
+
+Locking: none (the main thread).
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from .._cli import (
     int_list,
     output_file,
     plot_file,
+    progress_wanted,
     text_stream,
     write_json,
 )
@@ -88,6 +91,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "standard error); FILE's folder must exist",
     )
     parser.add_argument(
+        "--progress",
+        action="store_true",
+        help="say which benchmark starts even when the output is not a terminal (its table comes when "
+        "it ends)",
+    )
+    parser.add_argument("--quiet", action="store_true", help="do not say which benchmark starts")
+    parser.add_argument(
         "--plot",
         metavar="FILE",
         type=plot_file,
@@ -123,6 +133,7 @@ def run_from_args(args: argparse.Namespace, out: TextIO | None = None) -> int:
     benchmarks finished)."""
     text = text_stream(args, out)
     cfg = config_from_args(args, text)
+    cfg.progress = progress_wanted(args, text)
     with StopRequest() as stop:
         cfg.stop = stop.event
         results = run(cfg)

@@ -4,6 +4,8 @@ optional competitors, imported lazily (uvloop, Twisted) with the notes printed
 when one is missing.  The standard library competitors (asyncio, ``sched``,
 ``ThreadPoolExecutor``, ``queue.SimpleQueue``) are used directly by each
 benchmark.
+
+Locking: none; a :class:`HashedWheel` is used from one thread.
 """
 
 from __future__ import annotations

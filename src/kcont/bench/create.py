@@ -1,5 +1,7 @@
 """The ``create`` benchmark: the cost of creating (and arming) a continuation,
 against a bare wheel timer, asyncio's ``TimerHandle``, ``sched`` and Twisted.
+
+Locking: none; everything runs in the measuring thread.
 """
 
 from __future__ import annotations

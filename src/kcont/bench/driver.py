@@ -1,6 +1,9 @@
 """The benchmark run: :func:`run` runs the selected benchmarks in order, prints
 their tables and the comparisons, and returns the results (the JSON
 document).
+
+Locking: none; runs in the calling thread.  ``cfg.stop`` is set from the
+SIGINT handler and only read here.
 """
 
 from __future__ import annotations
@@ -89,12 +92,16 @@ def run(cfg: Config) -> dict[str, Any]:
             if name == "timers":
                 for size in cfg.sizes:
                     check_stop(cfg.stop)
+                    if cfg.progress:
+                        print(f"\n... timers with {size:,} pending", file=out, flush=True)
                     t1 = perf()
                     g = bench_timers(cfg, size)
                     groups.append(g)
                     print_group(g, out)
                     print(f"   (timers P={size:,}: {perf() - t1:.1f} s)", file=out)
             else:
+                if cfg.progress:
+                    print(f"\n... {name}", file=out, flush=True)
                 with ExitStack() as stack:
                     if name == "immediate":
                         g = bench_immediate(cfg, stack)

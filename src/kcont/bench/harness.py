@@ -42,6 +42,7 @@ class Config:
     seed: int = 1
     out: TextIO = sys.stdout
     stop: threading.Event | None = None  # set (by Ctrl-C): stop at the next measurement
+    progress: bool = False  # say which benchmark starts (its table comes when it ends)
 
     @classmethod
     def quick_config(cls) -> Config:

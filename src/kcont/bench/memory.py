@@ -1,5 +1,7 @@
 """The ``memory`` benchmark: bytes per pending continuation (tracemalloc),
 against a bare wheel timer, asyncio's ``TimerHandle``, ``sched`` and Twisted.
+
+Locking: none; everything runs in the measuring thread.
 """
 
 from __future__ import annotations

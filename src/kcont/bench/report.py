@@ -1,5 +1,7 @@
 """What the benchmarks print and write: the tables, the comparisons with
 their verdicts, and the timer plot (matplotlib, imported lazily).
+
+Locking: none (pure functions of the results).
 """
 
 from __future__ import annotations

@@ -4,6 +4,8 @@ asyncio ``call_later`` + ``cancel``, ``sched`` and Twisted
 ``DelayedCall.reset``.  Owns the timer constants (deadlines in ticks, chunk
 sizes) and ``_never``, the callback that must not run (counted in the module
 global ``_fired``, checked after the run).
+
+Locking: none; everything runs in the measuring thread.
 """
 
 from __future__ import annotations

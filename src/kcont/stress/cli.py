@@ -1,5 +1,7 @@
 """The ``python -m kcont stress`` command: its options, their validation and
 the printing of the result (text and ``--json``).
+
+Locking: none (the main thread).
 """
 
 from __future__ import annotations
@@ -82,6 +84,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         if action.dest == "json":
             action.nargs = "?"
             action.const = "-"
+            action.help = f"{action.help}; --json alone is --json -"
 
 
 def run(args: argparse.Namespace) -> int:

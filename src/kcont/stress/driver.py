@@ -1,6 +1,10 @@
 """The threaded stress run: :func:`run_stress` starts a :class:`kcont.Runtime`,
 runs the producer threads for the configured duration, shuts down with a
 timeout and reconciles the ledger.  Bounded in time whatever kcont does.
+
+Locking: the producer threads share only the harness (see
+:mod:`kcont.stress.ledger`); ``stop`` is set from the SIGINT handler and
+read by the joining thread, which then sets ``harness.stopping``.
 """
 
 from __future__ import annotations
