@@ -1,4 +1,5 @@
-"""The timer structure: a two-level hashed timing wheel in integer ticks.
+"""The timer structure: a hashed timing wheel in integer ticks, with an index
+of its occupied far epochs.
 
 What it owns
     The PENDING continuations of one runtime, keyed by their deadline tick.
@@ -6,18 +7,45 @@ What it owns
     nothing (an entry is the continuation itself, kept in a ``dict`` used as an
     insertion-ordered set), and a disarmed entry is removed at once, so
     cancelled timers never pile up (unlike asyncio's heap, which keeps
-    cancelled handles until it purges).
+    cancelled handles until it purges).  Only arming into a far epoch that
+    holds nothing yet costs more: a new bucket and an O(log E) push on the
+    epoch index (E: occupied far epochs).
 
 Layout
     * ``near``: ``NEAR_SIZE`` buckets; bucket ``d & NEAR_MASK`` holds exactly
       the entries due at tick ``d``, for every ``d`` in the wheel's current
       *epoch* (``d >> NEAR_BITS == now >> NEAR_BITS``).  Expiring a tick pops
       one bucket; nothing that is not due is ever scanned.
-    * ``far``: ``{epoch: bucket}`` for later deadlines.  When the wheel enters
-      an epoch, that epoch's bucket is spread over ``near`` (each entry moves
-      at most once per arming: a lazy, one-level cascade as in NetBSD's
-      ``callout_softclock``, but exact, so no timer is ever late because of the
-      wheel).
+    * ``far``: ``{epoch: bucket}`` for later deadlines, one non-empty bucket
+      per occupied epoch.  When the wheel enters an epoch, that epoch's bucket
+      is spread over ``near`` (each entry moves at most once per arming: a
+      lazy, one-level cascade as in NetBSD's ``callout_softclock``, but exact,
+      so no timer is ever late because of the wheel).
+    * ``_epochs``: a binary heap (``heapq``) of the keys of ``far``, so the
+      earliest occupied far epoch is ``_epochs[0]`` and no operation looks at
+      every far epoch.  An epoch whose bucket empties stays in the heap as a
+      stale key (removing an arbitrary heap item would cost O(E)); a stale key
+      is popped as soon as it reaches the top, and the heap is rebuilt from
+      ``far`` once stale keys outnumber live ones (plus ``_STALE_SLACK``): it
+      holds at most about twice the occupied epochs, and each rebuild, O(E),
+      follows at least E emptied epochs.
+
+Complexity (E occupied far epochs)
+    arm, re-arm, disarm: O(1); O(log E) when a far epoch gets its first entry,
+    amortized O(1) when one loses its last.  ``next_deadline``: O(NEAR_SIZE) at
+    worst, a scan of the rest of the current epoch's buckets at C speed, then
+    O(1) for the far part.  ``expire_until``: O(entries expired + ticks
+    stepped), where ticks are stepped one by one only over short spans; longer
+    spans are scanned at C speed and empty stretches are jumped over to the
+    earliest occupied far epoch, whatever the distance.
+
+Invariants
+    * ``count`` is the number of entries in all buckets; every entry ``kc``
+      has ``kc._bucket`` its bucket and ``kc._deadline`` its tick.
+    * ``near`` holds nothing due at or before ``now``, and every ``far`` key
+      is after ``now``'s epoch; no ``far`` bucket is empty (between calls).
+    * Every key of ``far`` is in ``_epochs``, and ``_epochs[0]``, if any, is
+      a key of ``far`` (the top is never stale).
 
 Ordering invariant
     Within a bucket, entries are in arming order.  Far entries of an epoch are
@@ -25,6 +53,13 @@ Ordering invariant
     after, so the cascade preserves arming order: entries due at the same tick
     expire in the order they were (last) scheduled.  This is the "(expiry
     tick, schedule order)" rule of docs/semantics.md.
+
+``next_deadline`` is exact when the earliest entry is in the current epoch;
+otherwise it is the first tick of that entry's epoch, a lower bound: a caller
+that wakes there and calls ``expire_until`` cascades the epoch, after which
+the answer is exact (the threaded timer thread wakes at most once more per
+1024 ticks because of it; the simulator's ``next_deadline`` says "lower
+bound").
 
 Locking
     None of its own: every method is called with the owning runtime's state
@@ -34,6 +69,8 @@ Locking
 from __future__ import annotations
 
 from collections.abc import Iterator
+from heapq import heapify, heappop, heappush
+from itertools import compress, islice
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -45,9 +82,14 @@ NEAR_BITS = 10
 NEAR_SIZE = 1 << NEAR_BITS
 NEAR_MASK = NEAR_SIZE - 1
 
-# When the wheel must catch up more than this many ticks, it first checks
-# whether the near wheel is empty and jumps instead of stepping tick by tick.
-_JUMP_THRESHOLD = 64
+# expire_until looks at each tick of a span shorter than this (the simulator
+# advances one tick at a time); a longer span is scanned for its next occupied
+# bucket at C speed, which costs more to start and less per tick.
+_SCAN_SPAN = 32
+
+# Stale keys the epoch heap may hold beyond the live ones before a rebuild: a
+# few emptied epochs never cost a rebuild of a small heap.
+_STALE_SLACK = 64
 
 Bucket = dict["Continuation[Any]", None]
 
@@ -55,11 +97,13 @@ Bucket = dict["Continuation[Any]", None]
 class TimerWheel:
     """Deadlines of pending continuations.  All methods need the runtime lock."""
 
-    __slots__ = ("count", "far", "near", "now")
+    __slots__ = ("_epochs", "_stale_room", "count", "far", "near", "now")
 
     def __init__(self, now: int = 0) -> None:
         self.near: list[Bucket] = [{} for _ in range(NEAR_SIZE)]
         self.far: dict[int, Bucket] = {}
+        self._epochs: list[int] = []  # heap of the keys of far, with stale keys
+        self._stale_room = _STALE_SLACK  # stale keys _epochs may take before a rebuild
         self.now = now  # last tick whose expirations were collected
         self.count = 0  # entries armed
 
@@ -69,8 +113,14 @@ class TimerWheel:
         old = kc._bucket
         if old is not None:
             del old[kc]
-            if not old and kc._deadline >> NEAR_BITS != epoch:
-                del self.far[kc._deadline >> NEAR_BITS]  # an emptied far bucket
+            if not old:
+                old_epoch = kc._deadline >> NEAR_BITS
+                # An emptied far bucket goes, unless kc is re-armed into it.
+                if old_epoch != epoch and old_epoch != deadline >> NEAR_BITS:
+                    del self.far[old_epoch]
+                    self._stale_room -= 1
+                    if self._stale_room < 0 or self._epochs[0] == old_epoch:
+                        self._settle_epochs()
         else:
             self.count += 1
         bucket: Bucket | None
@@ -80,6 +130,7 @@ class TimerWheel:
             bucket = self.far.get(deadline >> NEAR_BITS)
             if bucket is None:
                 bucket = self.far[deadline >> NEAR_BITS] = {}
+                heappush(self._epochs, deadline >> NEAR_BITS)
         bucket[kc] = None
         kc._bucket = bucket
         kc._deadline = deadline
@@ -93,30 +144,50 @@ class TimerWheel:
         self.count -= 1
         if not bucket and kc._deadline >> NEAR_BITS != self.now >> NEAR_BITS:
             # An emptied far bucket would otherwise stay until its epoch.
-            del self.far[kc._deadline >> NEAR_BITS]
+            epoch = kc._deadline >> NEAR_BITS
+            del self.far[epoch]
+            self._stale_room -= 1
+            if self._stale_room < 0 or self._epochs[0] == epoch:
+                self._settle_epochs()
+
+    def _settle_epochs(self) -> None:
+        """Restore the epoch heap's invariants after keys left ``far``: pop
+        stale keys off the top; rebuild once there is no room for more."""
+        far, epochs = self.far, self._epochs
+        while epochs and epochs[0] not in far:
+            heappop(epochs)
+            self._stale_room += 1
+        if self._stale_room < 0:
+            epochs[:] = far
+            heapify(epochs)
+            self._stale_room = len(far) + _STALE_SLACK
 
     def expire_until(self, tick: int, out: list[Continuation[Any]]) -> None:
         """Append to ``out``, in expiry order, every entry due at or before
         ``tick``, and advance ``now`` to ``tick``."""
         near = self.near
-        while self.now < tick:
-            if tick - self.now > _JUMP_THRESHOLD and not any(near):
-                # Nothing due in this epoch: jump to the next epoch that has
-                # entries (its first tick is processed normally, cascade first).
-                target = tick
-                if self.far:
-                    target = min(target, (min(self.far) << NEAR_BITS) - 1)
-                if target > self.now:
-                    self.now = target
-                    continue
-            t = self.now + 1
+        now = self.now
+        while now < tick:
+            t = now + 1
             if not t & NEAR_MASK:
-                later = self.far.pop(t >> NEAR_BITS, None)
-                if later:
-                    for kc in later:
-                        bucket = near[kc._deadline & NEAR_MASK]
-                        bucket[kc] = None
-                        kc._bucket = bucket
+                self._enter_epoch(t >> NEAR_BITS)
+            last = t | NEAR_MASK  # the last tick to look at in this epoch
+            if last > tick:
+                last = tick
+            if last - t >= _SCAN_SPAN:
+                start, stop = t & NEAR_MASK, (last & NEAR_MASK) + 1
+                found = next(compress(range(start, stop), islice(near, start, stop)), None)
+                if found is None:
+                    now = last
+                    if last < tick:
+                        # The rest of this epoch is empty, so is the whole near
+                        # wheel: jump to the eve of the earliest far epoch (its
+                        # first tick is then entered normally, cascade first).
+                        now = tick
+                        if self._epochs:
+                            now = min(tick, (self._epochs[0] << NEAR_BITS) - 1)
+                    continue
+                t += found - start
             bucket = near[t & NEAR_MASK]
             if bucket:
                 out.extend(bucket)
@@ -124,7 +195,20 @@ class TimerWheel:
                 for kc in bucket:
                     kc._bucket = None
                 bucket.clear()
-            self.now = t
+            now = t
+        self.now = now
+
+    def _enter_epoch(self, epoch: int) -> None:
+        """Spread the far bucket of ``epoch``, which the wheel enters, over ``near``."""
+        later = self.far.pop(epoch, None)
+        if later is not None:
+            self._stale_room -= 1
+            self._settle_epochs()
+            near = self.near
+            for kc in later:
+                bucket = near[kc._deadline & NEAR_MASK]
+                bucket[kc] = None
+                kc._bucket = bucket
 
     def next_deadline(self) -> int | None:
         """A tick at or before the earliest deadline, or None if nothing is
@@ -132,12 +216,11 @@ class TimerWheel:
         otherwise the first tick of its epoch (waking there cascades it)."""
         if not self.count:
             return None
-        near = self.near
-        end = (self.now | NEAR_MASK) + 1
-        for t in range(self.now + 1, end):
-            if near[t & NEAR_MASK]:
-                return t
-        return min(self.far) << NEAR_BITS
+        now = self.now
+        start = (now & NEAR_MASK) + 1
+        for found in compress(range(start, NEAR_SIZE), islice(self.near, start, None)):
+            return now + found - start + 1
+        return self._epochs[0] << NEAR_BITS
 
     def __iter__(self) -> Iterator[Continuation[Any]]:
         """Every armed entry (for shutdown and introspection)."""
