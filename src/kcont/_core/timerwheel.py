@@ -171,32 +171,39 @@ class TimerWheel:
             t = now + 1
             if not t & NEAR_MASK:
                 self._enter_epoch(t >> NEAR_BITS)
-            last = t | NEAR_MASK  # the last tick to look at in this epoch
-            if last > tick:
-                last = tick
-            if last - t >= _SCAN_SPAN:
-                start, stop = t & NEAR_MASK, (last & NEAR_MASK) + 1
-                found = next(compress(range(start, stop), islice(near, start, stop)), None)
-                if found is None:
-                    now = last
-                    if last < tick:
-                        # The rest of this epoch is empty, so is the whole near
-                        # wheel: jump to the eve of the earliest far epoch (its
-                        # first tick is then entered normally, cascade first).
-                        now = tick
-                        if self._epochs:
-                            now = min(tick, (self._epochs[0] << NEAR_BITS) - 1)
-                    continue
-                t += found - start
-            bucket = near[t & NEAR_MASK]
-            if bucket:
-                out.extend(bucket)
-                self.count -= len(bucket)
-                for kc in bucket:
-                    kc._bucket = None
-                bucket.clear()
-            now = t
+            if tick - t < _SCAN_SPAN:  # a short span (the simulator's one tick): each tick
+                bucket = near[t & NEAR_MASK]
+                if bucket:  # _collect, inlined on the simulator's path
+                    out.extend(bucket)
+                    self.count -= len(bucket)
+                    for kc in bucket:
+                        kc._bucket = None
+                    bucket.clear()
+                now = t
+                continue
+            last = min(tick, t | NEAR_MASK)  # the last tick to collect in this epoch
+            start, stop = t & NEAR_MASK, (last & NEAR_MASK) + 1
+            # compress reads each bucket when it moves past it, after the
+            # previous occupied one was collected: nothing else changes them.
+            for slot in compress(range(start, stop), islice(near, start, stop)):
+                self._collect(near[slot], out)
+            now = last
+            if last < tick:
+                # The epoch is over, and the near wheel empty: jump to the eve
+                # of the earliest far epoch (its first tick is then entered
+                # normally, cascade first) or to ``tick``.
+                now = tick
+                if self._epochs:
+                    now = min(tick, (self._epochs[0] << NEAR_BITS) - 1)
         self.now = now
+
+    def _collect(self, bucket: Bucket, out: list[Continuation[Any]]) -> None:
+        """Move the entries of a due near bucket to ``out``."""
+        out.extend(bucket)
+        self.count -= len(bucket)
+        for kc in bucket:
+            kc._bucket = None
+        bucket.clear()
 
     def _enter_epoch(self, epoch: int) -> None:
         """Spread the far bucket of ``epoch``, which the wheel enters, over ``near``."""
