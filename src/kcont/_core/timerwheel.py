@@ -14,8 +14,8 @@ What it owns
 Layout
     * ``near``: ``NEAR_SIZE`` buckets; bucket ``d & NEAR_MASK`` holds exactly
       the entries due at tick ``d``, for every ``d`` in the wheel's current
-      *epoch* (``d >> NEAR_BITS == now >> NEAR_BITS``).  Expiring a tick pops
-      one bucket; nothing that is not due is ever scanned.
+      *epoch* (``d >> NEAR_BITS == now >> NEAR_BITS``).  Expiring a tick
+      empties one bucket; no entry that is not due is ever looked at.
     * ``far``: ``{epoch: bucket}`` for later deadlines, one non-empty bucket
       per occupied epoch.  When the wheel enters an epoch, that epoch's bucket
       is spread over ``near`` (each entry moves at most once per arming: a
@@ -26,18 +26,20 @@ Layout
       every far epoch.  An epoch whose bucket empties stays in the heap as a
       stale key (removing an arbitrary heap item would cost O(E)); a stale key
       is popped as soon as it reaches the top, and the heap is rebuilt from
-      ``far`` once stale keys outnumber live ones (plus ``_STALE_SLACK``): it
-      holds at most about twice the occupied epochs, and each rebuild, O(E),
-      follows at least E emptied epochs.
+      ``far`` once the stale keys outnumber the epochs occupied at the last
+      rebuild plus ``_STALE_SLACK`` (``_stale_room`` counts down to it).  So
+      the heap never holds more stale keys than that, and each O(E) rebuild
+      follows at least E epochs emptied or newly occupied: O(1) amortized.
 
 Complexity (E occupied far epochs)
-    arm, re-arm, disarm: O(1); O(log E) when a far epoch gets its first entry,
-    amortized O(1) when one loses its last.  ``next_deadline``: O(NEAR_SIZE) at
-    worst, a scan of the rest of the current epoch's buckets at C speed, then
-    O(1) for the far part.  ``expire_until``: O(entries expired + ticks
-    stepped), where ticks are stepped one by one only over short spans; longer
-    spans are scanned at C speed and empty stretches are jumped over to the
-    earliest occupied far epoch, whatever the distance.
+    arm, re-arm, disarm: O(1); plus an O(log E) heap push when a far epoch
+    gets its first entry, and amortized O(1) when one loses its last.
+    ``next_deadline``: O(NEAR_SIZE) at worst (the rest of the current epoch's
+    buckets, scanned at C speed), then O(1) for the far part.
+    ``expire_until``: O(entries expired) plus, per epoch it crosses, one
+    C-speed pass over the buckets of the span (a span shorter than
+    ``_SCAN_SPAN`` ticks is stepped tick by tick instead); an idle stretch is
+    jumped over to the earliest occupied far epoch, whatever its distance.
 
 Invariants
     * ``count`` is the number of entries in all buckets; every entry ``kc``
@@ -46,6 +48,8 @@ Invariants
       is after ``now``'s epoch; no ``far`` bucket is empty (between calls).
     * Every key of ``far`` is in ``_epochs``, and ``_epochs[0]``, if any, is
       a key of ``far`` (the top is never stale).
+    * ``_stale_room`` is ``_STALE_SLACK`` plus the epochs occupied at the
+      last rebuild, minus the stale keys in ``_epochs``.
 
 Ordering invariant
     Within a bucket, entries are in arming order.  Far entries of an epoch are
