@@ -117,10 +117,10 @@ class TimerWheel:
         old = kc._bucket
         if old is not None:
             del old[kc]
-            if not old:
-                old_epoch = kc._deadline >> NEAR_BITS
+            if not old and kc._deadline >> NEAR_BITS != epoch:
                 # An emptied far bucket goes, unless kc is re-armed into it.
-                if old_epoch != epoch and old_epoch != deadline >> NEAR_BITS:
+                old_epoch = kc._deadline >> NEAR_BITS
+                if old_epoch != deadline >> NEAR_BITS:
                     del self.far[old_epoch]
                     self._stale_room -= 1
                     if self._stale_room < 0 or self._epochs[0] == old_epoch:
