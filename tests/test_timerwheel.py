@@ -154,8 +154,8 @@ class CountingDict(dict[int, Any]):
 
 def test_far_epochs_are_not_scanned() -> None:
     """Finding the earliest far timer, for next_deadline and for a jump over an idle
-    stretch, looks at no other occupied far epoch (it used to take the min of all of
-    them, under the runtime lock, at each wake-up of the timer thread)."""
+    stretch, looks at no other occupied far epoch: with many far timers armed, the
+    timer thread's wake-ups cost no more under the runtime lock."""
     wheel = TimerWheel()
     rng = random.Random(1)
     entries = [Entry(f"f{i}") for i in range(20_000)]
