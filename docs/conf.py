@@ -7,7 +7,7 @@ import kcont
 
 project = "kcont"
 author = "The kcont authors"
-copyright = "2026, The kcont authors"  # noqa: A001 (Sphinx's name)
+copyright = "2026, The kcont authors"
 release = kcont.__version__
 version = release
 
