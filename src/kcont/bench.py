@@ -21,7 +21,7 @@ process run, side by side:
 * ``latency``: wake-up latency from ``schedule`` to the start of the function,
   p50/p99, against a bare ``queue.SimpleQueue`` hand-off between two threads.
 
-Method (shared/research/python-baselines.md)
+Method
     The cases of a benchmark run round-robin inside one process, the order
     rotated each round, after one shorter warm-up round.  A cell is the median
     over rounds, and a ratio is the **median of the per-round ratios** to the
@@ -108,8 +108,7 @@ class WheelTimer:
 
 class HashedWheel:
     """The floor: a hashed timing wheel in a few lines of Python (1024
-    buckets, a ``set`` per bucket; ``tick()`` scans one bucket), as measured
-    by the research (``wheel_hashed``)."""
+    buckets, a ``set`` per bucket; ``tick()`` scans one bucket)."""
 
     __slots__ = ("buckets", "now")
 
@@ -1590,8 +1589,8 @@ class _KcontPoster(_Poster):
 
 class _KcontSaturatedPoster(_KcontPoster):
     """The probe on ``wq_softnet`` while ``wq_prilow`` on the same CPU is kept
-    saturated by continuations that sleep (issue 3: soft-level work must not
-    wait behind blocked thread-level work)."""
+    saturated by continuations that sleep (soft-level work must not wait
+    behind blocked thread-level work)."""
 
     name = "kcont threaded, wq_prilow saturated by sleepers"
     impl = "kcont"
