@@ -29,6 +29,8 @@ autodoc_preserve_defaults = True
 autodoc_default_options = {"show-inheritance": True}
 napoleon_google_docstring = True
 napoleon_numpy_docstring = False
+# "Context:" says from which thread a call may be made and which locks it takes.
+napoleon_custom_sections = ["Context"]
 
 # Without network access there is no intersphinx inventory for the standard
 # library: nitpicky mode (-n) would flag every reference to a builtin or a
