@@ -439,7 +439,7 @@ class Runtime(RuntimeCore):
 
     @property
     def closed(self) -> bool:
-        """True once shutdown began: schedules raise ShutdownError."""
+        """bool: True once shutdown began; schedules raise ShutdownError."""
         return self._closed
 
     def shutdown(

@@ -82,7 +82,7 @@ class CPU:
     ``rqs[band]`` lists the run queues this CPU serves in that band (its own
     per-CPU queues and the shared queues), highest priority first;
     ``ready[band]`` has bit ``i`` set iff ``rqs[band][i]`` has an entry that
-    may start (see :mod:`kcont._core.runqueue`).  Both are S.
+    may start (see the run queue module, ``kcont._core.runqueue``).  Both are S.
     """
 
     __slots__ = ("__weakref__", "index", "ready", "rqs", "rt")

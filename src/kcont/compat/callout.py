@@ -5,7 +5,7 @@ What it owns
     functions.  A callout is one :class:`kcont.Continuation` on
     ``kcont.wq_softclock`` (priority ``PRI_SOFTCLOCK``, per-CPU), whose
     argument is the tuple ``(callout, func, arg)`` and whose function is the
-    trampoline :func:`_softclock`, which calls ``func(arg)``: NetBSD's
+    trampoline ``_softclock``, which calls ``func(arg)``: NetBSD's
     one-argument signature.  ``callout_setfunc``/``callout_reset`` change the
     tuple with ``set_arg``, which kcont snapshots when the invocation starts,
     as NetBSD's ``callout_softclock`` snapshots ``c_func``/``c_arg``.
@@ -303,7 +303,7 @@ def callout_stop(c: Callout) -> bool:
     """Stop the timer; clear PENDING and EXPIRED (not INVOKING).
 
     Returns:
-        True if the callout was EXPIRED: its function has run, runs now, or
+        bool: True if the callout was EXPIRED: its function has run, runs now, or
         (threaded runtime) is about to run and could not be prevented.  Does
         not wait: see :func:`callout_halt`.
     """
@@ -385,7 +385,7 @@ def callout_bind(c: Callout, ci: kcont.CPU) -> None:
 
     Raises:
         KassertError: the callout is not ``CALLOUT_MPSAFE``, is pending, or
-            is running (NetBSD's ``KASSERT``s).
+            is running (NetBSD's ``KASSERT`` checks).
         TypeError: ``ci`` is not a kcont CPU.
         kcont.InvalidArgumentError: ``ci`` belongs to another runtime.
     """

@@ -34,7 +34,7 @@ Coalescing
     handler call that follows it: no trigger is lost.
 
 Disestablish
-    Marks the cookie dead (later triggers raise :class:`KassertError`: the
+    Marks the cookie dead (later triggers raise :class:`~kcont.compat.KassertError`: the
     caller "commits not to try and trigger it again"), lets triggers already
     pending run and waits until the handler runs nowhere (NetBSD >= 9 runs a
     barrier softint at the same level behind them): that is kcont's
