@@ -42,7 +42,7 @@ nitpick_ignore_regex = [
     ("py:class", r"(Callable|Iterator|Iterable|Mapping|Sequence|Generator|NamedTuple|Generic)"),
     ("py:(exc|class)", r"(Exception|BaseException|RuntimeError|ValueError|TypeError|OSError|TimeoutError)"),
     # The type variable of a continuation's argument (Continuation[A]).
-    ("py:(class|obj)", r"kcont\._core\.continuation\.A"),
+    ("py:(class|obj)", r"kcont\.(_core\.continuation|periodic)\.A"),
     ("py:(exc|class)", r"(KeyboardInterrupt|SystemExit|OverflowError|IndexError|AttributeError)"),
 ]
 

@@ -95,7 +95,7 @@ class SimRuntime(RuntimeCore):
             need not advance time themselves.
     """
 
-    #: Testing hook: True makes :meth:`advance` and :meth:`run_until` stop at
+    #: A testing hook.  True makes :meth:`advance` and :meth:`run_until` stop at
     #: every tick instead of jumping from deadline to deadline.  The result
     #: (trace, return values, state) is the same, only slower; the test suite
     #: sets it (class-wide, for runtimes created inside an exploration) to
