@@ -111,8 +111,8 @@ class Checker(Ledger):
                     acc[i] += v
         live = {wq.name: wq for wq in self.rt.workqueues}
         ambiguous = figures["replaced_or_halted"]
-        for wqi, wq in enumerate(self._wq_objects):
-            if wq is None or wq.freed or live.get(wq.name) is not wq:
+        for wqi, wq in list(self._wq_objects.items()):
+            if wq.freed or live.get(wq.name) is not wq:
                 continue
             got = stats["queues"][wq.name]
             want = expected.get(wqi, [0] * len(QCOUNTERS))

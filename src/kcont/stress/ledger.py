@@ -281,8 +281,12 @@ class Ledger:
             self.queues.append(wq)
         self._counters: list[_Counters] = []
         self._counters_lock = threading.Lock()
-        self._wq_index: dict[int, int] = {}
-        self._wq_objects: list[Workqueue | None] = []
+        self._wq_index: dict[int, int] = {}  # id(wq) -> its index in the counters
+        # The queues with counters, by index; a freed queue leaves (with its
+        # counters and order marks, see _forget_wq), so memory stays flat
+        # however many temporary queues a long run acquires and frees.
+        self._wq_objects: dict[int, Workqueue] = {}
+        self._wq_ids = itertools.count()
         for wq in self.queues:
             self._wqi(wq)
         self.wq_lock = threading.Lock()  # serialises acquire/release of temporary queues
@@ -344,18 +348,27 @@ class Ledger:
             with self._counters_lock:
                 i = self._wq_index.get(id(wq))
                 if i is None:
-                    i = len(self._wq_objects)
-                    self._wq_objects.append(wq)  # keeps it alive: id() stays unique
+                    i = next(self._wq_ids)  # never reused: a late write cannot land on another queue
+                    self._wq_objects[i] = wq  # keeps it alive: id() stays unique
                     self._wq_index[id(wq)] = i
         return i
 
     def _forget_wq(self, wq: Workqueue) -> None:
-        """A freed queue: its counters are no longer compared, and a new queue
-        that reuses its ``id()`` gets a new index."""
+        """A freed queue: its counters are no longer compared (their
+        invocations were added to ``_freed_invoked``), a new queue that reuses
+        its ``id()`` gets a new index, and its counter rows and start-order
+        marks are dropped (nothing can run on it any more)."""
         with self._counters_lock:
             i = self._wq_index.pop(id(wq), None)
-            if i is not None:
-                self._wq_objects[i] = None
+            if i is None:
+                return
+            del self._wq_objects[i]
+            counters = list(self._counters)
+        for ctr in counters:
+            ctr.q.pop(i, None)
+        for marks in (self._order_now, self._order_timer):
+            for key in [key for key in list(marks) if key[0] == i]:
+                marks.pop(key, None)
 
     def violation(self, slot: Slot | None, message: str) -> None:
         with self._violation_lock:
@@ -632,4 +645,8 @@ class Ledger:
         figures["handler_seen"] = self._handler_seen
         figures["handler_unexpected"] = self._handler_unexpected
         figures["violations"] = self._violation_count
+        # What the harness itself keeps per queue: bounded by the live queues,
+        # not by the temporary queues a run went through.
+        figures["tracked_queues"] = len(self._wq_objects)
+        figures["counter_rows"] = max((len(ctr.q) for ctr in self._counters), default=0)
         return figures
