@@ -81,7 +81,7 @@ if TYPE_CHECKING:
     from .continuation import Continuation
 
 # 1024 one-tick buckets: a second of exact near future at hz=1000, and the
-# size at which the research's bare wheel was measured.
+# size of the bare Python wheel the benchmarks compare with.
 NEAR_BITS = 10
 NEAR_SIZE = 1 << NEAR_BITS
 NEAR_MASK = NEAR_SIZE - 1
