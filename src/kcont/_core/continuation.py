@@ -748,14 +748,16 @@ def check_func(func: object, call: str = "func(arg, kc)") -> None:
     while isinstance(target, functools.partial):
         target = target.func
     if not isinstance(target, (FunctionType, MethodType, BuiltinFunctionType, type)):
-        target = getattr(type(target), "__call__", target)  # noqa: B004 - a callable object: its method
-    if inspect.iscoroutinefunction(target) or inspect.iscoroutinefunction(func):
+        # A callable object: its class's __call__ (never an attribute of the
+        # object itself, whose __getattr__ is user code that may misbehave).
+        target = getattr(type(target), "__call__", None)  # noqa: B004 - not a test of callability
+    if inspect.iscoroutinefunction(target):
         kind = "a coroutine function"
         instead = "wrap the call (asyncio.run_coroutine_threadsafe) or use a plain function"
-    elif inspect.isasyncgenfunction(target) or inspect.isasyncgenfunction(func):
+    elif inspect.isasyncgenfunction(target):
         kind = "an async generator function"
         instead = "use a plain function"
-    elif inspect.isgeneratorfunction(target) or inspect.isgeneratorfunction(func):
+    elif inspect.isgeneratorfunction(target):
         kind = "a generator function"
         instead = "use a plain function (a generator's body runs only when it is iterated)"
     else:
