@@ -47,6 +47,13 @@ Locking
     state lock; the others take it.  A :class:`~kcont.Mutex` is never released
     with the state lock held (its waiters take that lock).
 
+    A continuation collected without ``destroy()`` unbinds from its queue
+    through ``rt._collected``, a ``collections.deque`` (whose ``append`` and
+    ``popleft`` are documented thread-safe, on free-threaded CPython too):
+    its ``__del__`` may run in a thread that holds the state lock, so it
+    takes no lock; the count is settled under the state lock by the next
+    operation that reads it.
+
     No user code runs with the state lock held: labels and messages read no
     user attribute (``label_of``), contexts are compared by identity, and a
     reference that may be the last one to a user object (a replaced function,
@@ -185,7 +192,7 @@ class Continuation(Generic[A]):
         self._func = func
         self._arg = arg
         self._lock = lock
-        self._flags = 0
+        self._flags = DETACHED  # not bound to wq yet: __del__ has nothing to undo
         self._rq: RunQueue = wq.rqs[0]
         self._bucket: dict[Continuation[Any], None] | None = None
         self._deadline = 0
@@ -204,6 +211,24 @@ class Continuation(Generic[A]):
                 raise ShutdownError(f"{rt!r} is shut down")
             wq.bound += 1
             rt._created += 1
+            self._flags = 0
+            if rt._collected:  # keeps it short where nothing else reads it
+                rt._reap_collected_locked()
+
+    def __del__(self) -> None:
+        # Collected without destroy() (so idle: a PENDING, QUEUED or RUNNING
+        # continuation is referenced by the runtime): its queue must not stay
+        # bound for ever.  Garbage collection runs this at any point of any
+        # thread, maybe one holding the state lock, so it takes no lock: the
+        # queue goes to rt._collected, and whoever next needs the count
+        # (release, stats) takes it off under the state lock (_reap_collected_locked).
+        try:
+            flags = self._flags
+        except AttributeError:  # __init__ raised before setting it
+            return
+        if not flags & DETACHED:
+            wq = self._wq
+            wq.rt._collected.append(wq)
 
     # -- scheduling ---------------------------------------------------------
 

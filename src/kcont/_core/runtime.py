@@ -24,6 +24,7 @@ Locking
     never held while a continuation's function, an exception handler or a
     mutex waiter runs.  Lock order: S -> ``Mutex._wlock``.  ``_registry_lock``
     guards the process-wide list of entered runtimes (taken alone).
+    ``_collected`` takes no lock (see :mod:`kcont._core.continuation`).
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ import errno
 import itertools
 import logging
 import threading
+from collections import deque
 from collections.abc import Callable, Iterator
 from contextvars import Context
 from dataclasses import dataclass
@@ -138,6 +140,9 @@ class RuntimeCore:
         self._wq_order = itertools.count()
         self._acquired: dict[tuple[int, int], Workqueue] = {}  # S
         self._workqueues: list[Workqueue] = []  # S: every live queue
+        # Lock-free: queues whose continuation was collected without destroy(),
+        # one entry per continuation (Continuation.__del__; taken off under S).
+        self._collected: deque[Workqueue] = deque()
         self._predefined: tuple[Workqueue, ...] = tuple(
             self._add_workqueue_locked(p.name, p.pri, WQ_PERCPU, predefined=True) for p in PREDEFINED
         )
@@ -255,12 +260,19 @@ class RuntimeCore:
         with self._lock:
             if wq.predefined or wq.freed or wq.acquired <= 0 or wq.rt is not self:
                 return errno.EINVAL
+            self._reap_collected_locked()
             if wq.acquired == 1:
                 if wq.bound:
                     return errno.EBUSY
                 self._free_workqueue_locked(wq)
             wq.acquired -= 1
             return 0
+
+    def _reap_collected_locked(self) -> None:
+        """Unbind the continuations collected without ``destroy()``."""
+        collected = self._collected
+        while collected:  # only S holders take entries off: none vanishes under us
+            collected.popleft().bound -= 1
 
     def _free_workqueue_locked(self, wq: Workqueue) -> None:
         wq.freed = True
@@ -341,6 +353,7 @@ class RuntimeCore:
         ``func_ns``.
         """
         with self._lock:
+            self._reap_collected_locked()
             names = (*COUNTERS, "depth")
             queues: dict[str, dict[str, int]] = {}
             cpus = [dict.fromkeys(names, 0) for _ in self.cpus]
