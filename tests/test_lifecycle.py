@@ -228,3 +228,14 @@ def test_many_collected_continuations_leave_no_trace(rt: kcont.SimRuntime) -> No
         kcont.Continuation(wq, lambda arg, kc: None)
     assert len(rt._collected) <= 1
     assert rt.stats()["queues"]["wq_softnet"]["bound"] == 0
+
+
+def test_the_registry_of_mutexes_stays_small() -> None:
+    """Every Mutex is listed (weakly) for os.fork(); dead ones are pruned."""
+    from kcont._core import mutex
+
+    for _ in range(20_000):
+        kcont.Mutex()
+    kept = kcont.Mutex()
+    assert len(mutex._mutexes) <= 2 * mutex._PRUNE_MIN
+    assert any(ref() is kept for ref in mutex._mutexes)

@@ -62,6 +62,7 @@ from .capi import (
 from .errors import (
     BusyError,
     DestroyedError,
+    ForkedRuntimeError,
     HaltTimeoutError,
     InvalidArgumentError,
     KcontError,
@@ -93,6 +94,7 @@ __all__ = [
     "BusyError",
     "Continuation",
     "DestroyedError",
+    "ForkedRuntimeError",
     "HaltTimeoutError",
     "InvalidArgumentError",
     "KcontError",

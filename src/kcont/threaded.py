@@ -57,8 +57,19 @@ Locking
     Worker semaphores are released with S held (a release never blocks).
     The finalizer runs wherever garbage collection runs, maybe in a thread
     that holds S: it only tries S, and hands the wake-up to a short-lived
-    thread when S is busy.  ``_runtimes_lock`` guards ``_runtimes`` (taken
-    alone).
+    thread when S is busy.
+
+After os.fork()
+    A child process has none of the parent's threads.  Every threaded
+    runtime of the parent refuses every use in the child with
+    :class:`~kcont.ForkedRuntimeError` (its state lock becomes a
+    ``_ForkedLock``, which raises instead of locking, so nothing can wait on a
+    lock a parent's thread held or for a worker that does not exist);
+    predicates still read.  Leaving its ``with`` block does nothing, and
+    interpreter exit does not wait for it.  A new Runtime created in the
+    child works normally.  (Refused rather than rebuilt: a rebuilt runtime
+    would silently lose the work the parent had queued, and run the
+    parent's continuations twice, once in each process.)
 """
 
 from __future__ import annotations
@@ -72,12 +83,13 @@ import weakref
 from collections.abc import Callable, Sequence
 from typing import Any
 
+from ._core import runtime as _core_runtime
 from ._core.continuation import Continuation, expire_locked
 from ._core.dispatch import dispatch
 from ._core.runqueue import RunQueue
 from ._core.runtime import CPU, RuntimeCore, ShutdownAccount, _tls, check_timeout, logger
 from ._core.workqueue import BAND_NAMES, BAND_SOFT, BAND_THREAD
-from .errors import HaltTimeoutError, InvalidArgumentError
+from .errors import ForkedRuntimeError, HaltTimeoutError, InvalidArgumentError
 
 __all__ = ["Runtime"]
 
@@ -131,6 +143,38 @@ class _Threads:
         if self.timer_sleeping:
             self.timer_sleeping = False
             self.timer_sem.release()
+
+
+class _ForkedLock:
+    """The state lock of a runtime copied into a child process by
+    ``os.fork()``: every use raises :class:`~kcont.ForkedRuntimeError`."""
+
+    __slots__ = ("name",)
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+    def _refuse(self) -> ForkedRuntimeError:
+        return ForkedRuntimeError(
+            f"kcont.Runtime {self.name} belongs to the parent process: os.fork() copied it into "
+            "this child without its threads, so it can run nothing here; create a new "
+            "kcont.Runtime in the child"
+        )
+
+    def acquire(self, blocking: bool = True, timeout: float = -1) -> bool:
+        raise self._refuse()
+
+    def release(self) -> None:
+        raise self._refuse()
+
+    def locked(self) -> bool:
+        return False
+
+    def __enter__(self) -> bool:
+        raise self._refuse()
+
+    def __exit__(self, *exc: object) -> None:
+        raise self._refuse()
 
 
 class Runtime(RuntimeCore):
@@ -212,18 +256,27 @@ class Runtime(RuntimeCore):
                 self._spawn_locked(cpu, BAND_SOFT, permanent=True)
                 self._spawn_locked(cpu, BAND_THREAD, permanent=True)
         self._timer_thread.start()
-        with _runtimes_lock:
-            _runtimes.add(self)
 
     def __repr__(self) -> str:
-        state = " shut down" if self._closed else ""
+        state = " forked (the parent's)" if self._forked else " shut down" if self._closed else ""
         return f"<kcont.Runtime {self.name} ncpu={len(self.cpus)} hz={self.hz}{state}>"
 
     def __exit__(self, *exc: object) -> None:
         try:
-            self.shutdown()
+            if not self._forked:  # the parent shuts it down, not the child
+                self.shutdown()
         finally:
             super().__exit__(*exc)
+
+    def _after_fork_in_child(self) -> None:
+        forked = _ForkedLock(self.name)
+        self._forked = True
+        self._closed = True
+        # Every operation takes the state lock first: each now raises.
+        self._lock = forked  # type: ignore[assignment]
+        self._threads.lock = forked  # type: ignore[assignment]
+        self._shutdown_lock = threading.Lock()
+        self._finalizer.detach()  # collected in the child: nothing to warn about or wake
 
     # -- clock ---------------------------------------------------------------
 
@@ -693,10 +746,6 @@ def _timer_main(ref: weakref.ref[Runtime], threads: _Threads) -> None:
 
 # -- runtimes nobody shut down ----------------------------------------------------
 
-# Every threaded runtime not yet collected (for interpreter exit and fork).
-_runtimes: weakref.WeakSet[Runtime] = weakref.WeakSet()
-_runtimes_lock = threading.Lock()
-
 
 def _warn_not_shut_down(name: str) -> None:
     warnings.warn(f"kcont.Runtime {name} was never shut down", ResourceWarning, stacklevel=2)
@@ -743,8 +792,9 @@ def _release_threads_locked(threads: _Threads) -> None:
 # in the middle without notice and the exit waits about one second at most.
 @atexit.register
 def _shutdown_at_exit() -> None:
-    with _runtimes_lock:
-        live = [rt for rt in _runtimes if rt._workers or rt._timer_thread.is_alive()]
+    with _core_runtime._registry_lock:
+        runtimes = list(_core_runtime._every_runtime)
+    live = [rt for rt in runtimes if isinstance(rt, Runtime) and (rt._workers or rt._timer_thread.is_alive())]
     for rt in live:
         if not rt.closed:
             _warn_not_shut_down(rt.name)

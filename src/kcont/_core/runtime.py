@@ -23,7 +23,8 @@ Locking
     and of its continuations, run queues, workqueues and timer wheel.  It is
     never held while a continuation's function, an exception handler or a
     mutex waiter runs.  Lock order: S -> ``Mutex._wlock``.  ``_registry_lock``
-    guards the process-wide list of entered runtimes (taken alone).
+    guards the process-wide list of entered runtimes and ``_every_runtime``
+    (taken alone, except by the forking thread: see "os.fork()" below).
     ``_collected`` takes no lock (see :mod:`kcont._core.continuation`).
 """
 
@@ -33,7 +34,9 @@ import contextlib
 import errno
 import itertools
 import logging
+import os
 import threading
+import weakref
 from collections import deque
 from collections.abc import Callable, Iterator
 from contextvars import Context
@@ -42,6 +45,7 @@ from types import BuiltinFunctionType, FunctionType, MethodType
 from typing import TYPE_CHECKING, Any
 
 from ..errors import InvalidArgumentError, NoRuntimeError, ShutdownError
+from . import mutex as _mutex
 from .flags import DESTROYED, PENDING, QUEUED
 from .runqueue import COUNTERS
 from .timerwheel import TimerWheel
@@ -76,6 +80,9 @@ _tls = _ThreadState()
 _registry_lock = threading.Lock()
 _entered: list[RuntimeCore] = []  # process-wide, most recent last
 _runtime_ids = itertools.count(1)
+_serials = itertools.count()
+# Every runtime not yet collected (fork, interpreter exit).
+_every_runtime: weakref.WeakSet[RuntimeCore] = weakref.WeakSet()
 
 
 class CPU:
@@ -118,6 +125,8 @@ class RuntimeCore:
         self.name = name or f"{type(self).__name__.lower()}{next(_runtime_ids)}"
         self.hz = hz
         self._lock = threading.Lock()
+        self._serial = next(_serials)  # fork takes state locks in this order
+        self._forked = False  # copied into a child by os.fork(): refuses everything
         self.cpus: tuple[CPU, ...] = tuple(CPU(self, i) for i in range(ncpu))
         self._wheel = TimerWheel()
         self._created = 0  # S: continuations created
@@ -155,6 +164,8 @@ class RuntimeCore:
         # when nobody needs telling (the simulator steps by itself).
         self._kick: Callable[[RunQueue], None] | None = None
         self.exception_handler: ExceptionHandler = self.default_exception_handler
+        with _registry_lock:
+            _every_runtime.add(self)
 
     # -- what a concrete runtime provides ----------------------------------
 
@@ -185,6 +196,12 @@ class RuntimeCore:
         with self._lock:
             if rq.wake_locked(key) and self._kick is not None:
                 self._kick(rq)
+
+    def _after_fork_in_child(self) -> None:
+        """In a child made by ``os.fork()``, with the state lock held by the
+        forking thread (so this copy is consistent): a runtime without
+        threads (the simulator) goes on with a fresh state lock."""
+        self._lock = threading.Lock()
 
     # -- context manager and current runtime --------------------------------
 
@@ -512,6 +529,64 @@ def _describe(kc: Continuation[Any], now: int) -> dict[str, Any]:
         "queued": bool(kc._flags & QUEUED),
         "destroyed": bool(kc._flags & DESTROYED),
     }
+
+
+# -- os.fork() -------------------------------------------------------------------------
+#
+# The forking thread takes every runtime's state lock (in creation order, so
+# two threads forking at once cannot deadlock), then the registry locks, as
+# CPython does for its own locks: the child's copies are then consistent (no
+# transition half done), and the parent's threads only wait a moment.  No
+# thread ever waits for another lock while holding a state lock, and no user
+# code runs under one, so the forking thread can always get them; a bounded
+# wait still guards against the unforeseen (a lock not taken is replaced in
+# the child all the same).  In the child, every lock a parent's thread may
+# have held is replaced: the threaded runtimes refuse everything
+# (ForkedRuntimeError, see kcont.threaded), the simulated ones go on.
+
+_FORK_LOCK_WAIT = 2.0  # seconds
+_fork_held: list[threading.Lock] = []  # state locks the forking thread holds
+
+
+def _before_fork() -> None:
+    with _registry_lock:
+        runtimes = sorted(_every_runtime, key=lambda rt: rt._serial)
+    for rt in runtimes:
+        lock = rt._lock
+        if lock.acquire(True, _FORK_LOCK_WAIT):
+            _fork_held.append(lock)
+    _registry_lock.acquire()
+
+
+def _after_fork_in_parent() -> None:
+    _registry_lock.release()
+    while _fork_held:
+        _fork_held.pop().release()
+
+
+def _after_fork_in_child() -> None:
+    global _registry_lock
+    _registry_lock = threading.Lock()
+    _fork_held.clear()
+    forked: set[int] = set()
+    runtimes = list(_every_runtime)  # alive while their ids are compared
+    for rt in runtimes:
+        rt._after_fork_in_child()
+        if rt._forked:
+            forked.add(id(rt))
+            _every_runtime.discard(rt)  # nothing to shut down at exit: no thread of it here
+
+    def dead_waiter(waiter: tuple[Callable[[Any], None], Any]) -> bool:
+        # A waiter is a runtime's _wake_parked (kcont's own bound method).
+        return id(getattr(waiter[0], "__self__", None)) in forked
+
+    _mutex.after_fork_in_child(dead_waiter)
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(
+        before=_before_fork, after_in_parent=_after_fork_in_parent, after_in_child=_after_fork_in_child
+    )
 
 
 def check_timeout(timeout: object) -> float | None:
