@@ -283,3 +283,30 @@ def test_the_child_exits_promptly_with_sys_exit() -> None:
     # that waited for them took over a second).
     assert float(slowest) < 0.8, f"a child took {float(slowest):.2f} s to exit"
     assert time.monotonic() - started < 30
+
+
+@pytest.mark.timeout(120)
+def test_a_child_forked_inside_a_continuation_uses_its_own_runtime() -> None:
+    """The child is a copy of the worker thread that forked: it is no CPU's
+    worker there, so the runtime it enters is its current one."""
+    results: list[Any] = []
+
+    def child(out: IO[str]) -> None:
+        ran = threading.Event()
+        with kcont.Runtime(ncpu=1, hz=100) as fresh:
+            assert kcont.current_runtime() is fresh
+            kcont.Continuation(kcont.wq_softnet, lambda arg, kc: ran.set()).schedule()
+            assert ran.wait(10)
+        out.write("ok\n")
+
+    def forks(arg: None, kc: Any) -> None:
+        try:
+            results.append(_fork_and_wait(child))
+        except BaseException as exc:  # pytest.fail: reported by the test thread
+            results.append(exc)
+
+    with kcont.Runtime(ncpu=1, hz=100) as rt:
+        rt.continuation(kcont.wq_prilow, forks).schedule()
+        rt.wait_idle(timeout=CHILD_SECONDS + 10)
+    ((code, output),) = results
+    assert code == 0 and output == "ok\n", output

@@ -581,6 +581,11 @@ def _after_fork_in_child() -> None:
         return id(getattr(waiter[0], "__self__", None)) in forked
 
     _mutex.after_fork_in_child(dead_waiter)
+    cpu = _tls.cpu
+    if cpu is not None and cpu.rt._forked:
+        # Forked from inside a continuation: the child is no CPU's worker, and
+        # its current runtime is whatever it enters.
+        _tls.cpu = None
 
 
 if hasattr(os, "register_at_fork"):
