@@ -239,3 +239,31 @@ def test_the_registry_of_mutexes_stays_small() -> None:
     kept = kcont.Mutex()
     assert len(mutex._mutexes) <= 2 * mutex._PRUNE_MIN
     assert any(ref() is kept for ref in mutex._mutexes)
+
+
+@pytest.mark.threaded
+@pytest.mark.timeout(60)
+def test_the_finalizer_never_waits_for_the_state_lock() -> None:
+    """Garbage collection may run a runtime's finalizer in a thread that holds
+    that runtime's state lock: it must return at once (the wake-up is handed
+    to another thread), and the wake-up still happens once the lock is free."""
+    from kcont import threaded
+
+    rt = kcont.Runtime(ncpu=1, hz=100)
+    _busy_then_quiet(rt)
+    threads = rt._threads
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        started = time.monotonic()
+        with threads.lock:
+            threaded._collected(threads)  # as if rt had just been collected here
+            assert time.monotonic() - started < 5
+            idle_while_held = [w.idle for w in threads.workers]
+        assert any(idle_while_held)
+    assert any("was never shut down" in str(w.message) for w in caught)
+    deadline = time.monotonic() + 10
+    while any(w.idle for w in threads.workers) and time.monotonic() < deadline:
+        time.sleep(0.005)  # the reaper thread woke them once the lock was free
+    # The runtime is in fact alive: woken, its workers went back to sleep.
+    _busy_then_quiet(rt)
+    rt.shutdown(timeout=10)

@@ -129,12 +129,14 @@ class _Threads:
     """What a runtime's threads and its finalizer keep: never the Runtime
     itself, so that a runtime nobody references can be collected."""
 
-    __slots__ = ("lock", "name", "timer_sem", "timer_sleeping", "workers")
+    __slots__ = ("idle", "lock", "name", "timer_sem", "timer_sleeping", "workers")
 
-    def __init__(self, name: str, lock: threading.Lock) -> None:
+    def __init__(self, name: str, lock: threading.Lock, ncpu: int) -> None:
         self.name = name
         self.lock = lock  # the runtime's state lock, S
         self.workers: list[_Worker] = []  # S: live workers
+        # S: idle workers, per CPU and band
+        self.idle: list[tuple[list[_Worker], list[_Worker]]] = [([], []) for _ in range(ncpu)]
         self.timer_sem = threading.Lock()
         self.timer_sem.acquire()  # held while the timer thread is awake
         self.timer_sleeping = False  # S
@@ -143,6 +145,13 @@ class _Threads:
         if self.timer_sleeping:
             self.timer_sleeping = False
             self.timer_sem.release()
+
+    def wake_all_locked(self) -> None:
+        for per_cpu in self.idle:
+            for idle in per_cpu:
+                while idle:
+                    _wake_one_locked(idle)
+        self.wake_timer_locked()
 
 
 class _ForkedLock:
@@ -233,9 +242,8 @@ class Runtime(RuntimeCore):
         self._stopping = False  # S: workers exit once their band is drained
         self._abandon = False  # S: shutdown gave up waiting: exit even with work left
         self._shutdown_lock = threading.Lock()
-        # S: idle workers, per CPU and band
-        self._idle: list[tuple[list[_Worker], list[_Worker]]] = [([], []) for _ in self.cpus]
-        self._threads = _Threads(self.name, self._lock)
+        self._threads = _Threads(self.name, self._lock, ncpu)
+        self._idle = self._threads.idle  # S: idle workers, per CPU and band
         self._workers = self._threads.workers  # S: live workers
         self._thread_workers = [0] * ncpu  # S: live thread workers per CPU
         # S: dispatch calls of each CPU's thread workers that ran something
@@ -274,9 +282,14 @@ class Runtime(RuntimeCore):
         self._closed = True
         # Every operation takes the state lock first: each now raises.
         self._lock = forked  # type: ignore[assignment]
-        self._threads.lock = forked  # type: ignore[assignment]
         self._shutdown_lock = threading.Lock()
-        self._finalizer.detach()  # collected in the child: nothing to warn about or wake
+        # (Forked while another thread was still in __init__: some are missing.)
+        threads = getattr(self, "_threads", None)
+        if threads is not None:
+            threads.lock = forked
+        finalizer = getattr(self, "_finalizer", None)
+        if finalizer is not None:
+            finalizer.detach()  # collected in the child: nothing to warn about or wake
 
     # -- clock ---------------------------------------------------------------
 
@@ -381,11 +394,7 @@ class Runtime(RuntimeCore):
                 self._note_starved_locked(index)
 
     def _wake_all_locked(self) -> None:
-        for per_cpu in self._idle:
-            for idle in per_cpu:
-                while idle:
-                    _wake_one_locked(idle)
-        self._wake_timer_locked()
+        self._threads.wake_all_locked()
 
     # -- concurrency management -------------------------------------------------
 
@@ -762,7 +771,7 @@ def _collected(threads: _Threads) -> None:
     _warn_not_shut_down(threads.name)
     if threads.lock.acquire(False):
         try:
-            _release_threads_locked(threads)
+            threads.wake_all_locked()
         finally:
             threads.lock.release()
         return
@@ -776,15 +785,14 @@ def _collected(threads: _Threads) -> None:
 
 def _release_threads(threads: _Threads) -> None:
     with threads.lock:
-        _release_threads_locked(threads)
+        threads.wake_all_locked()
 
 
-def _release_threads_locked(threads: _Threads) -> None:
-    for worker in threads.workers:
-        if worker.idle:
-            worker.idle = False
-            worker.sem.release()
-    threads.wake_timer_locked()
+def _has_threads(rt: Runtime) -> bool:
+    """True if a thread of ``rt`` may still run (False for a runtime whose
+    __init__ failed before it had any)."""
+    timer = getattr(rt, "_timer_thread", None)
+    return bool(getattr(rt, "_workers", None)) or (timer is not None and timer.is_alive())
 
 
 # Runtimes still running at interpreter exit are warned about and shut down
@@ -794,7 +802,7 @@ def _release_threads_locked(threads: _Threads) -> None:
 def _shutdown_at_exit() -> None:
     with _core_runtime._registry_lock:
         runtimes = list(_core_runtime._every_runtime)
-    live = [rt for rt in runtimes if isinstance(rt, Runtime) and (rt._workers or rt._timer_thread.is_alive())]
+    live = [rt for rt in runtimes if isinstance(rt, Runtime) and _has_threads(rt)]
     for rt in live:
         if not rt.closed:
             _warn_not_shut_down(rt.name)
