@@ -762,25 +762,26 @@ def _warn_not_shut_down(name: str) -> None:
 
 def _collected(threads: _Threads) -> None:
     """The finalizer of a runtime collected while running (nobody called
-    ``shutdown()`` and nothing references it): warn, and let its sleeping
-    threads go (awake, they find the runtime gone and exit).
+    ``shutdown()`` and nothing references it): let its sleeping threads go
+    (awake, they find the runtime gone and exit), then warn (last: a warning
+    filter may turn the warning into an exception).
 
     Garbage collection runs it at any point of any thread, maybe one that
     holds this very state lock (the timer thread, between two passes): it
     only tries the lock, and hands the wake-up to a short thread if busy."""
-    _warn_not_shut_down(threads.name)
     if threads.lock.acquire(False):
         try:
             threads.wake_all_locked()
         finally:
             threads.lock.release()
-        return
-    try:
-        threading.Thread(
-            target=_release_threads, args=(threads,), name=f"kcont/{threads.name}/reaper", daemon=True
-        ).start()
-    except RuntimeError:  # interpreter shutting down: its daemon threads die with it
-        pass
+    else:
+        try:
+            threading.Thread(
+                target=_release_threads, args=(threads,), name=f"kcont/{threads.name}/reaper", daemon=True
+            ).start()
+        except RuntimeError:  # interpreter shutting down: its daemon threads die with it
+            pass
+    _warn_not_shut_down(threads.name)
 
 
 def _release_threads(threads: _Threads) -> None:
@@ -803,9 +804,7 @@ def _shutdown_at_exit() -> None:
     with _core_runtime._registry_lock:
         runtimes = list(_core_runtime._every_runtime)
     live = [rt for rt in runtimes if isinstance(rt, Runtime) and _has_threads(rt)]
-    for rt in live:
-        if not rt.closed:
-            _warn_not_shut_down(rt.name)
+    never_shut_down = [rt.name for rt in live if not rt.closed]
     deadline = time.monotonic() + _EXIT_DRAIN
     mine = []
     for rt in live:
@@ -825,3 +824,13 @@ def _shutdown_at_exit() -> None:
     finally:
         for rt in mine:
             rt._shutdown_lock.release()
+    # Warned last, each once: a warning filter may turn a warning into an
+    # exception, which must neither stop the shutdown nor hide the others.
+    failure: Exception | None = None
+    for name in never_shut_down:
+        try:
+            _warn_not_shut_down(name)
+        except Exception as exc:
+            failure = failure or exc
+    if failure is not None:
+        raise failure
