@@ -310,3 +310,56 @@ def test_a_child_forked_inside_a_continuation_uses_its_own_runtime() -> None:
         rt.wait_idle(timeout=CHILD_SECONDS + 10)
     ((code, output),) = results
     assert code == 0 and output == "ok\n", output
+
+
+@pytest.mark.timeout(120)
+@pytest.mark.parametrize(("ending", "status"), [("return", 0), ("sys.exit(3)", 3)])
+def test_a_child_forked_inside_a_continuation_ends_with_its_function(ending: str, status: int) -> None:
+    """When the function returns (or calls sys.exit) in the child, the
+    child's only thread is back in the parent's runtime, which runs nothing
+    there: the child ends, with sys.exit's status, and the work queued
+    behind the function runs in the parent only."""
+    read_end, write_end = os.pipe()
+    parent = os.getpid()
+    statuses: list[Any] = []
+
+    def queued_behind(arg: None, kc: Any) -> None:
+        os.write(write_end, f"queued work ran in {'parent' if os.getpid() == parent else 'child'}\n".encode())
+
+    def forks(arg: None, kc: Any) -> None:
+        rt.continuation(kcont.wq_prilow, queued_behind).schedule()
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", DeprecationWarning)
+            pid = os.fork()
+        if pid == 0:
+            os.write(write_end, b"child ran\n")
+            if ending == "return":
+                return
+            sys.exit(3)
+        deadline = time.monotonic() + CHILD_SECONDS
+        while True:
+            done, wait_status = os.waitpid(pid, os.WNOHANG)
+            if done:
+                statuses.append(os.waitstatus_to_exitcode(wait_status))
+                return
+            if time.monotonic() > deadline:
+                os.kill(pid, 9)
+                os.waitpid(pid, 0)
+                statuses.append("hung")
+                return
+            time.sleep(0.01)
+
+    with kcont.Runtime(ncpu=1, hz=100) as rt:
+        failures: list[BaseException] = []
+        rt.exception_handler = lambda kc, exc: failures.append(exc)
+        rt.continuation(kcont.wq_prilow, forks).schedule()
+        deadline = time.monotonic() + CHILD_SECONDS + 10
+        while not statuses and time.monotonic() < deadline:
+            time.sleep(0.01)
+        rt.wait_idle(timeout=10)
+    os.close(write_end)
+    with os.fdopen(read_end, "rb") as stream:
+        lines = sorted(stream.read().decode().splitlines())
+    assert statuses == [status]
+    assert lines == ["child ran", "queued work ran in parent"]
+    assert failures == []

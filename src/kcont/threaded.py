@@ -67,7 +67,11 @@ After os.fork()
     lock a parent's thread held or for a worker that does not exist);
     predicates still read.  Leaving its ``with`` block does nothing, and
     interpreter exit does not wait for it.  A new Runtime created in the
-    child works normally.  (Refused rather than rebuilt: a rebuilt runtime
+    child works normally.  A child forked inside a continuation is a copy
+    of a worker thread: when the function returns (or calls ``sys.exit``),
+    that thread is back in the worker loop of the parent's runtime, which
+    finds nothing to run (the child's copy has no ready work), and the child
+    process ends (``_exit_forked_child``).  (Refused rather than rebuilt: a rebuilt runtime
     would silently lose the work the parent had queued, and run the
     parent's continuations twice, once in each process.)
 """
@@ -76,12 +80,13 @@ from __future__ import annotations
 
 import atexit
 import os
+import sys
 import threading
 import time
 import warnings
 import weakref
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Any, NoReturn
 
 from ._core import runtime as _core_runtime
 from ._core.continuation import Continuation, expire_locked
@@ -276,10 +281,18 @@ class Runtime(RuntimeCore):
         finally:
             super().__exit__(*exc)
 
-    def _after_fork_in_child(self) -> None:
+    def _after_fork_in_child(self, consistent: bool) -> None:
         forked = _ForkedLock(self.name)
         self._forked = True
         self._closed = True
+        # Nothing of the parent's runs here, not even in a dispatch call the
+        # forking thread returns to (forked inside a continuation).
+        for cpu in self.cpus:
+            cpu.ready[:] = [0] * len(cpu.ready)
+        self._kick = None
+        self._run_waiters.clear()  # (their sub-queues would be made ready again)
+        self._halting.clear()
+        self._ended_waiters = 0  # the waiting threads do not exist here
         # Every operation takes the state lock first: each now raises.
         self._lock = forked  # type: ignore[assignment]
         self._shutdown_lock = threading.Lock()
@@ -290,6 +303,13 @@ class Runtime(RuntimeCore):
         finalizer = getattr(self, "_finalizer", None)
         if finalizer is not None:
             finalizer.detach()  # collected in the child: nothing to warn about or wake
+
+    def _report_exception(self, kc: Continuation[Any], exc: BaseException) -> None:
+        if self._forked and isinstance(exc, SystemExit):
+            # sys.exit() in the child of a fork made inside kc's function: the
+            # child exits (_worker_main), it is no failure of the function.
+            raise exc
+        super()._report_exception(kc, exc)
 
     # -- clock ---------------------------------------------------------------
 
@@ -692,13 +712,38 @@ def _pin_map(pin: bool | Sequence[int], ncpu: int) -> list[int] | None:
 def _worker_main(ref: weakref.ref[Runtime], worker: _Worker) -> None:
     try:
         _work(ref, worker)
+    except ForkedRuntimeError:
+        _exit_forked_child(None)
+    except SystemExit as exc:  # only from _report_exception, in such a child
+        _exit_forked_child(exc.code)
     except BaseException:  # a bug of ours: never leave shutdown waiting for a dead worker
         logger.exception("kcont worker %s died", threading.current_thread().name)
     finally:
         rt = ref()
-        if rt is not None:
+        if rt is not None and not rt._forked:
             with rt._lock:
                 rt._worker_ended_locked(worker)
+
+
+def _exit_forked_child(code: object) -> NoReturn:
+    """End a child process forked inside a continuation, once the function
+    returned (or raised SystemExit): its only thread is back in a worker loop
+    of the parent's runtime, which runs nothing here.  As a multiprocessing
+    child ends: standard streams flushed, then ``os._exit`` with the status
+    ``sys.exit`` would give."""
+    if code is None:
+        status = 0
+    elif isinstance(code, int):
+        status = code
+    else:
+        print(code, file=sys.stderr)
+        status = 1
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except Exception:  # a closed or broken stream: exit all the same
+            pass
+    os._exit(status)
 
 
 def _work(ref: weakref.ref[Runtime], worker: _Worker) -> None:

@@ -197,11 +197,13 @@ class RuntimeCore:
             if rq.wake_locked(key) and self._kick is not None:
                 self._kick(rq)
 
-    def _after_fork_in_child(self) -> None:
-        """In a child made by ``os.fork()``, with the state lock held by the
-        forking thread (so this copy is consistent): a runtime without
-        threads (the simulator) goes on with a fresh state lock."""
-        self._lock = threading.Lock()
+    def _after_fork_in_child(self, consistent: bool) -> None:
+        """In a child made by ``os.fork()``.  ``consistent``: the forking
+        thread held the state lock, and has released it in the child.  A
+        runtime without threads (the simulator) goes on; with a fresh state
+        lock if another thread may have held it."""
+        if not consistent:
+            self._lock = threading.Lock()
 
     # -- context manager and current runtime --------------------------------
 
@@ -567,11 +569,16 @@ def _after_fork_in_parent() -> None:
 def _after_fork_in_child() -> None:
     global _registry_lock
     _registry_lock = threading.Lock()
-    _fork_held.clear()
+    # Released, not just replaced: the forking thread may be inside a
+    # continuation, and the dispatch function it returns to takes its runtime's
+    # lock again (a threaded runtime's dispatch then finds nothing to run).
+    held = {id(lock) for lock in _fork_held}
+    while _fork_held:
+        _fork_held.pop().release()
     forked: set[int] = set()
     runtimes = list(_every_runtime)  # alive while their ids are compared
     for rt in runtimes:
-        rt._after_fork_in_child()
+        rt._after_fork_in_child(id(rt._lock) in held)
         if rt._forked:
             forked.add(id(rt))
             _every_runtime.discard(rt)  # nothing to shut down at exit: no thread of it here
