@@ -311,3 +311,21 @@ def test_when_the_finalizer_finds_the_lock_busy_the_timer_thread_wakes_the_worke
     while _threads_of(name) and time.monotonic() < deadline:
         time.sleep(0.01)
     assert _threads_of(name) == []
+
+
+def test_continuations_alive_at_interpreter_exit_are_collected_quietly() -> None:
+    """Continuations (and their runtimes) still referenced by module globals
+    when the interpreter exits print nothing."""
+    script = textwrap.dedent(
+        """
+        import kcont
+        sim = kcont.SimRuntime()
+        rt = kcont.Runtime(ncpu=1, hz=100)
+        kcs = [r.continuation(r.workqueue(10), lambda arg, kc: None) for r in (sim, rt) for _ in range(3)]
+        holder = {"kc": sim.continuation(kcont.wq_softnet, lambda arg, kc: None)}
+        holder["kc"].arg = holder                    # a cycle
+        rt.shutdown()
+        """
+    )
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=50)
+    assert proc.returncode == 0 and proc.stderr == "", proc.stderr
