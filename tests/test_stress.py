@@ -85,9 +85,10 @@ def test_stress_run_has_no_violation_and_balances_exactly() -> None:
     assert len(_kcont_threads()) == before
     # The harness's own memory is flat: it keeps counters for the live queues
     # only (8 predefined, 2 acquired, at most 6 temporary ones), not for every
-    # temporary queue the run acquired and freed.
-    assert f["temp_queues"] > 16
-    assert f["counter_rows"] <= f["tracked_queues"] <= 16, f
+    # temporary queue the run acquired and freed.  (A producer still holding a
+    # slot of a freed queue may add a row back, rarely: a few at most.)
+    assert f["tracked_queues"] <= 16, f
+    assert f["counter_rows"] <= 16 + 4 < f["temp_queues"], f
 
 
 @pytest.mark.timeout(120)
