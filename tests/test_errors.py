@@ -3,7 +3,10 @@ exception at the call, with a message naming the problem, and the runtime keeps 
 
 from __future__ import annotations
 
+import copy
 import errno
+import gc
+import pickle
 import threading
 from collections.abc import Callable
 from typing import Any
@@ -438,3 +441,25 @@ def test_a_continuation_subclass_cannot_redefine_equality() -> None:
         kc = Named(kcont.wq_softnet, lambda a, k: None)
         kc.schedule()
         assert rt.run_until_idle() == 1
+
+
+# -- copies and pickles ----------------------------------------------------------
+
+
+@pytest.mark.parametrize("how", ["copy", "deepcopy", "pickle"])
+def test_a_continuation_or_mutex_cannot_be_copied_or_pickled(rt: kcont.SimRuntime, how: str) -> None:
+    """A copy of a continuation would share its queue binding without holding
+    one: collecting the copy unbound the original's queue, which could then be
+    released and freed under it (its next scheduling then never ran)."""
+    wq = rt.workqueue(100)
+    kc = kcont.Continuation(wq, lambda arg, kc: None, None)
+    do = {"copy": copy.copy, "deepcopy": copy.deepcopy, "pickle": pickle.dumps}[how]
+    with pytest.raises(TypeError, match="cannot be copied or pickled"):
+        do(kc)
+    with pytest.raises(TypeError, match="cannot be copied or pickled"):
+        do(kcont.Mutex("m"))
+    gc.collect()
+    assert wq.bound == 1
+    assert kcont.kcont_workqueue_release(wq) == errno.EBUSY  # still bound: not freed under kc
+    kc.schedule()
+    assert rt.run_until_idle() == 1

@@ -80,7 +80,7 @@ import threading
 from collections.abc import Callable
 from contextvars import Context, copy_context
 from types import BuiltinFunctionType, FunctionType, MethodType
-from typing import TYPE_CHECKING, Any, Generic, TypeVar
+from typing import TYPE_CHECKING, Any, Generic, NoReturn, SupportsIndex, TypeVar
 
 from ..errors import (
     BusyError,
@@ -798,6 +798,14 @@ class Continuation(Generic[A]):
 
     def __repr__(self) -> str:
         return f"<kcont.Continuation {label_of(self)} {flag_names(self._flags)} on {self._wq.name}>"
+
+    def __reduce_ex__(self, protocol: SupportsIndex) -> NoReturn:
+        # A copy would share the original's queue binding without holding one
+        # (its collection would unbind the original's queue), and a pickle
+        # could not carry the runtime it belongs to: create another instead.
+        raise TypeError(
+            f"{self!r} cannot be copied or pickled: it belongs to its runtime; create a new Continuation"
+        )
 
 
 # Code flags of functions whose call only creates an object (a coroutine, an

@@ -44,7 +44,7 @@ import weakref
 from collections import deque
 from collections.abc import Callable
 from types import TracebackType
-from typing import Any
+from typing import Any, NoReturn, SupportsIndex
 
 from ..errors import MutexError
 
@@ -134,6 +134,10 @@ class Mutex:
         label = f" {self.name!r}" if self.name else ""
         state = "locked" if self._lock.locked() else "unlocked"
         return f"<kcont.Mutex{label} {state} at {id(self):#x}>"
+
+    def __reduce_ex__(self, protocol: SupportsIndex) -> NoReturn:
+        # A copy would share the original's lock and waiters.
+        raise TypeError(f"{self!r} cannot be copied or pickled: create a new kcont.Mutex")
 
     # -- dispatcher side ---------------------------------------------------
 
