@@ -247,6 +247,20 @@ def _plant_replacement_wakes_nobody(mp: pytest.MonkeyPatch) -> None:
     mp.setattr(core_continuation.Continuation, "_leave_locked", leave)
 
 
+def _plant_greedy_flush(mp: pytest.MonkeyPatch) -> None:
+    # A flush that waits until nothing at all is queued or running, so also
+    # for invocations committed after it was called.
+    def flush(self: Any, timeout: float | None = None) -> bool:
+        rt = self._wq.rt
+        with rt._lock:
+            if not self._flags & (QUEUED | RUNNING) or self.running_here:
+                return False
+            rt._wait_locked(lambda: not self._flags & (QUEUED | RUNNING), timeout, "flush")
+            return True
+
+    mp.setattr(core_continuation.Continuation, "flush", flush)
+
+
 PLANTED: dict[str, tuple[Callable[[pytest.MonkeyPatch], None], list[str]]] = {
     "stop keeps a queued entry": (_plant_stop_keeps_queued, ["stop_vs_expiry", "mixed"]),
     "stop says too late after dequeuing": (_plant_stop_lies_true, ["stop_vs_expiry", "mixed"]),
@@ -260,6 +274,7 @@ PLANTED: dict[str, tuple[Callable[[pytest.MonkeyPatch], None], list[str]]] = {
     "destroy stops nothing": (_plant_destroy_without_stop, ["destroy_inside", "mixed"]),
     "halt registers after releasing its locks": (_plant_halt_registers_late, ["halt_vs_selfrearm"]),
     "a replaced invocation wakes no flush": (_plant_replacement_wakes_nobody, ["flush_vs_replace"]),
+    "flush waits for later invocations": (_plant_greedy_flush, ["flush_vs_rearm"]),
 }
 
 

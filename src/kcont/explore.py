@@ -318,6 +318,7 @@ def _run_interleaved(name: str, seed: int, trace: bool, body: _Body, max_steps: 
         try:
             body(sim, rng, violations, figures)
             figures["interleaved_steps"] = sim.run_threads(max_steps, drain_ticks=8)
+            violations.extend(f"{who} did not finish in {max_steps} steps" for who in sim.unfinished())
         except ThreadStuckError as exc:
             stuck = True
             violations.append(f"stuck: {exc}")
@@ -339,20 +340,28 @@ def _run_interleaved(name: str, seed: int, trace: bool, body: _Body, max_steps: 
 
 
 def _self_rearming(
-    sim: InterleavedSim, rng: random.Random, violations: list[str], figures: dict[str, int], what: list[str]
+    sim: InterleavedSim,
+    rng: random.Random,
+    violations: list[str],
+    figures: dict[str, int],
+    what: list[str],
+    always: Callable[[], bool] = lambda: False,
 ) -> Continuation[Any]:
     """A continuation whose function acknowledges and re-arms itself (now or
-    in a tick or two), with preemption points around the re-arm.  Once
-    ``what`` names a halt that returned, no invocation may start."""
+    in a tick or two; every time, and at once, while ``always()``, so that an
+    invocation is always committed), with preemption points
+    around the re-arm.  Once ``what`` names a halt that returned, no
+    invocation may start."""
 
     def fn(arg: None, kc: Continuation[Any]) -> None:
         figures["interleaved_starts"] += 1
         if what:
             violations.append(f"an invocation started after {what[0]} returned (tick {sim.ticks})")
         sim.yield_now("fn: started")
-        if rng.random() < 0.85:
+        keep_committed = always()
+        if keep_committed or rng.random() < 0.85:
             try:
-                kc.schedule(rng.choice((0, 0, 1, 2)), ack=True)
+                kc.schedule(0 if keep_committed else rng.choice((0, 0, 1, 2)), ack=True)
                 figures["interleaved_ops"] += 1
             except DestroyedError:
                 pass  # destroyed meanwhile: re-arming is refused, as documented
@@ -442,13 +451,18 @@ def _flush_vs_rearm(
     sim: InterleavedSim, rng: random.Random, violations: list[str], figures: dict[str, int]
 ) -> None:
     what: list[str] = []
-    kc = _self_rearming(sim, rng, violations, figures, what)
+    flushed: list[bool] = []
+    # The function re-arms itself for as long as the flush waits: a flush that
+    # waited for invocations committed after it was called would never return
+    # (reported as a user thread that did not finish).
+    kc = _self_rearming(sim, rng, violations, figures, what, always=lambda: not flushed)
 
     def starter() -> None:
         kc.schedule(rng.choice((0, 1)))
         for _ in range(rng.randint(0, 6)):
             sim.yield_now("starter")
-        kc.flush()  # must not wait for invocations committed after it was called
+        kc.flush()
+        flushed.append(True)
         figures["interleaved_ops"] += 1
         kc.halt()
         what.append("halt()")

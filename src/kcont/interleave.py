@@ -284,6 +284,16 @@ class InterleavedSim(SimRuntime):
             self._check_waiters()
         return steps
 
+    def unfinished(self) -> list[str]:
+        """The user threads that have not ended, with where they are."""
+        return [
+            f"{t.name} (asleep in {t.waiting_for[1]})"
+            if t.waiting_for is not None
+            else f"{t.name} ({t.state})"
+            for t in self._threads
+            if t.cpu is None and t.state != "done"
+        ]
+
     def errors(self) -> list[tuple[str, BaseException]]:
         """Exceptions that escaped a user thread or a worker."""
         return [(t.name, t.error) for t in self._threads if t.error is not None]
