@@ -124,6 +124,9 @@ _C = {name: i for i, name in enumerate(COUNTERS)}
     C_EXTERNAL,
 ) = range(len(COUNTERS))
 
+# The counter row of queues freed and forgotten (see Ledger._wqi).
+_FREED_WQI = -1
+
 # Per-queue counters, compared with ``stats()["queues"]`` at the end.
 QCOUNTERS = ("invoked", "exceptions", "ebusy", "armed", "stopped")
 Q_INVOKED, Q_EXC, Q_EBUSY, Q_ARMED, Q_STOPPED = range(len(QCOUNTERS))
@@ -345,6 +348,11 @@ class Ledger:
     def _wqi(self, wq: Workqueue) -> int:
         i = self._wq_index.get(id(wq))
         if i is None:
+            if wq.freed:
+                # A late look-up (a producer still holding a slot of a queue
+                # already freed and forgotten): one shared row, never tracked
+                # again, so a freed queue cannot come back to the ledger.
+                return _FREED_WQI
             with self._counters_lock:
                 i = self._wq_index.get(id(wq))
                 if i is None:
