@@ -9,6 +9,7 @@ hangs is killed, and the test fails.
 
 from __future__ import annotations
 
+import gc
 import os
 import subprocess
 import sys
@@ -363,3 +364,70 @@ def test_a_child_forked_inside_a_continuation_ends_with_its_function(ending: str
     assert statuses == [status]
     assert lines == ["child ran", "queued work ran in parent"]
     assert failures == []
+
+
+_COLLECTED_DURING_FORK_SCRIPT = textwrap.dedent(
+    """
+    import gc, os, threading, time, warnings
+    # Registered before kcont's hooks: "before" hooks run in reverse order of
+    # registration, so this collection runs while kcont's hook holds the state locks.
+    os.register_at_fork(before=gc.collect)
+    import kcont
+    warnings.simplefilter("ignore", ResourceWarning)
+    warnings.simplefilter("ignore", DeprecationWarning)
+    gc.disable()
+    rt = kcont.Runtime(ncpu=1, name="unreferenced")
+    time.sleep(0.1)
+    names = {t.name for t in threading.enumerate() if t.name.startswith("kcont/unreferenced/")}
+    del rt  # in reference cycles: only the cyclic collector frees it
+    pid = os.fork()
+    if pid == 0:
+        os._exit(0)
+    os.waitpid(pid, 0)
+    gc.collect()  # collected here, if not during the fork
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline and any(t.name in names for t in threading.enumerate()):
+        time.sleep(0.01)
+    print(len(names), sorted(t.name for t in threading.enumerate() if t.name in names))
+    """
+)
+
+
+@pytest.mark.timeout(60)
+def test_a_runtime_unreferenced_during_a_fork_still_lets_its_threads_end() -> None:
+    """Garbage collection run by another fork hook, while kcont's holds the
+    state locks, cannot strand the threads of a runtime nobody references:
+    they end once it is collected."""
+    proc = subprocess.run(
+        [sys.executable, "-c", _COLLECTED_DURING_FORK_SCRIPT], capture_output=True, text=True, timeout=50
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == "3 []", proc.stdout + proc.stderr
+
+
+@pytest.mark.timeout(60)
+def test_a_runtime_collected_while_its_state_lock_is_held_lets_its_threads_end() -> None:
+    """The finalizer of a runtime collected while a thread other than its own
+    holds its state lock (as a forking thread does between the fork hooks)
+    cannot wake its threads then: they are woken once the lock is free."""
+    rt = kcont.Runtime(ncpu=1, name="held-at-collection")
+    deadline = time.monotonic() + 10
+    while len(rt._workers) < 2 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    time.sleep(0.05)  # the threads go to sleep
+    threads = [t for t in threading.enumerate() if t.name.startswith("kcont/held-at-collection/")]
+    assert len(threads) == 3
+    lock = rt._lock
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ResourceWarning)
+        with lock:
+            del rt
+            gc.collect()  # the finalizer runs here, and finds the lock held
+        warnings.simplefilter("ignore", DeprecationWarning)
+        pid = os.fork()  # the hooks run after the fork wake what is left to wake
+    if pid == 0:
+        os._exit(0)
+    os.waitpid(pid, 0)
+    for thread in threads:
+        thread.join(max(0.0, deadline - time.monotonic()))
+    assert not [t.name for t in threads if t.is_alive()]

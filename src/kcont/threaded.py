@@ -56,8 +56,9 @@ Locking
     counter here.  ``_ended`` is a Condition on S (halt, destroy, wait_idle).
     Worker semaphores are released with S held (a release never blocks).
     The finalizer runs wherever garbage collection runs, maybe in a thread
-    that holds S: it only tries S; when S is busy, the timer thread (then
-    its only possible holder) wakes the workers (see ``_collected``).
+    that holds S: it only tries S; when S is busy, it lists the threads in
+    ``_unwoken`` (lock-free), which the timer threads and the fork hooks
+    drain once they no longer hold a state lock (see ``_collected``).
 
 After os.fork()
     A child process has none of the parent's threads.  Every threaded
@@ -85,6 +86,7 @@ import threading
 import time
 import warnings
 import weakref
+from collections import deque
 from collections.abc import Callable, Sequence
 from typing import Any, NoReturn
 
@@ -787,6 +789,7 @@ def _timer_main(ref: weakref.ref[Runtime], threads: _Threads) -> None:
             # (held right here), and left waking the workers to us.
             with threads.lock:
                 threads.wake_all_locked()
+            _wake_unwoken()
             return
         wake_ns = rt._timer_pass()
         del rt  # asleep, hold nothing (as the workers)
@@ -809,6 +812,11 @@ def _warn_not_shut_down(name: str) -> None:
     warnings.warn(f"kcont.Runtime {name} was never shut down", ResourceWarning, stacklevel=2)
 
 
+# Lock-free (a deque): the threads of collected runtimes whose finalizer
+# found the state lock busy, waiting to be woken by a thread that holds none.
+_unwoken: deque[_Threads] = deque()
+
+
 def _collected(threads: _Threads) -> None:
     """The finalizer of a runtime collected while running (nobody called
     ``shutdown()`` and nothing references it): let its sleeping threads go
@@ -816,17 +824,44 @@ def _collected(threads: _Threads) -> None:
     filter may turn the warning into an exception).
 
     Garbage collection runs it at any point of any thread, maybe one that
-    holds this very state lock: it only tries the lock.  Once the runtime is
-    unreachable, the only thread that can hold its state lock is its timer
-    thread, between two passes (every other holder references the runtime);
-    when the try fails, that thread wakes the others itself as it finds the
-    runtime gone (``_timer_main``)."""
+    holds this very state lock: it only tries the lock.  An unreachable
+    runtime's state lock may still be held by its timer thread, between two
+    passes, or by a thread forking the process, between the fork hooks (which
+    keep every runtime alive until then, as a second guard).  When the try
+    fails, the threads are listed in ``_unwoken``: the timer thread drains
+    that list as it finds its runtime gone (``_timer_main``), and so does
+    the fork hook once it has released the state locks
+    (``_wake_unwoken_after_fork``)."""
     if threads.lock.acquire(False):
         try:
             threads.wake_all_locked()
         finally:
             threads.lock.release()
+    else:
+        _unwoken.append(threads)
     _warn_not_shut_down(threads.name)
+
+
+def _wake_unwoken() -> None:
+    """Wake the threads the finalizer could not (no state lock held here)."""
+    while True:
+        try:
+            threads = _unwoken.popleft()
+        except IndexError:
+            return
+        with threads.lock:
+            threads.wake_all_locked()
+
+
+def _wake_unwoken_after_fork() -> None:
+    # Registered after the core's fork hooks (this module imports the core
+    # first), and after-fork hooks run in registration order: the core has
+    # released every state lock when this runs.
+    _wake_unwoken()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_parent=_wake_unwoken_after_fork, after_in_child=_unwoken.clear)
 
 
 def _has_threads(rt: Runtime) -> bool:

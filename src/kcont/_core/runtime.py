@@ -555,12 +555,19 @@ def _describe(kc: Continuation[Any], now: int) -> dict[str, Any]:
 
 _FORK_LOCK_WAIT = 2.0  # seconds
 _fork_held: list[threading.Lock] = []  # state locks the forking thread holds
+# The runtimes whose state locks the forking thread takes, kept alive until
+# the fork is over: one collected meanwhile (any allocation in another fork
+# hook may run the garbage collector) would run its finalizer while the
+# forking thread holds its lock.
+_fork_runtimes: list[RuntimeCore] = []
 
 
 def _before_fork() -> None:
     with _registry_lock:
         runtimes = sorted(_every_runtime, key=lambda rt: rt._serial)
-    for rt in runtimes:
+    _fork_runtimes[:] = runtimes
+    del runtimes
+    for rt in _fork_runtimes:
         lock = rt._lock
         if lock.acquire(True, _FORK_LOCK_WAIT):
             _fork_held.append(lock)
@@ -571,6 +578,7 @@ def _after_fork_in_parent() -> None:
     _registry_lock.release()
     while _fork_held:
         _fork_held.pop().release()
+    _fork_runtimes.clear()  # a runtime collected now finds its state lock free
 
 
 def _after_fork_in_child() -> None:
@@ -600,6 +608,7 @@ def _after_fork_in_child() -> None:
         # Forked from inside a continuation: the child is no CPU's worker, and
         # its current runtime is whatever it enters.
         _tls.cpu = None
+    _fork_runtimes.clear()
 
 
 if hasattr(os, "register_at_fork"):
