@@ -314,12 +314,13 @@ def test_a_child_forked_inside_a_continuation_uses_its_own_runtime() -> None:
 
 
 @pytest.mark.timeout(120)
-@pytest.mark.parametrize(("ending", "status"), [("return", 0), ("sys.exit(3)", 3)])
+@pytest.mark.parametrize(("ending", "status"), [("return", 0), ("sys.exit(3)", 3), ("raise", 1)])
 def test_a_child_forked_inside_a_continuation_ends_with_its_function(ending: str, status: int) -> None:
-    """When the function returns (or calls sys.exit) in the child, the
-    child's only thread is back in the parent's runtime, which runs nothing
-    there: the child ends, with sys.exit's status, and the work queued
-    behind the function runs in the parent only."""
+    """When the function returns (or calls sys.exit, or raises) in the
+    child, the child's only thread is back in the parent's runtime, which
+    runs nothing there: the child ends, with sys.exit's status (1 when the
+    function raised, as a multiprocessing child), and the work queued behind
+    the function runs in the parent only."""
     read_end, write_end = os.pipe()
     parent = os.getpid()
     statuses: list[Any] = []
@@ -336,6 +337,8 @@ def test_a_child_forked_inside_a_continuation_ends_with_its_function(ending: str
             os.write(write_end, b"child ran\n")
             if ending == "return":
                 return
+            if ending == "raise":
+                raise ValueError("the function failed in the child")
             sys.exit(3)
         deadline = time.monotonic() + CHILD_SECONDS
         while True:

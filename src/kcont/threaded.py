@@ -72,9 +72,10 @@ After os.fork()
     of a worker thread: when the function returns (or calls ``sys.exit``),
     that thread is back in the worker loop of the parent's runtime, which
     finds nothing to run (the child's copy has no ready work), and the child
-    process ends (``_exit_forked_child``).  (Refused rather than rebuilt: a rebuilt runtime
-    would silently lose the work the parent had queued, and run the
-    parent's continuations twice, once in each process.)
+    process ends (``_exit_forked_child``) with the status ``sys.exit`` gave,
+    or 1 if the function raised (reported first).  (Refused rather than
+    rebuilt: a rebuilt runtime would silently lose the work the parent had
+    queued, and run the parent's continuations twice, once in each process.)
 """
 
 from __future__ import annotations
@@ -312,6 +313,10 @@ class Runtime(RuntimeCore):
             # child exits (_worker_main), it is no failure of the function.
             raise exc
         super()._report_exception(kc, exc)
+        if self._forked:
+            # The function failed in such a child: reported, then the child
+            # exits with status 1, as a multiprocessing child that raised.
+            raise SystemExit(1)
 
     # -- clock ---------------------------------------------------------------
 
