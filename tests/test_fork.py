@@ -434,3 +434,58 @@ def test_a_runtime_collected_while_its_state_lock_is_held_lets_its_threads_end()
     for thread in threads:
         thread.join(max(0.0, deadline - time.monotonic()))
     assert not [t.name for t in threads if t.is_alive()]
+
+
+@pytest.mark.timeout(60)
+def test_a_simulated_runtime_another_thread_was_stepping_refuses_in_the_child() -> None:
+    """The thread stepping it does not exist in the child, and what it was
+    running would stay RUNNING for ever: the child's copy refuses, as a
+    threaded runtime does; the one the forking thread steps goes on."""
+    stepped_elsewhere = kcont.SimRuntime(ncpu=1)
+    inside, release = threading.Event(), threading.Event()
+
+    def slow(arg: None, kc: Any) -> None:
+        inside.set()
+        release.wait(30)
+
+    running = stepped_elsewhere.continuation(kcont.wq_prilow, slow)
+    other = stepped_elsewhere.continuation(kcont.wq_prilow, lambda arg, kc: None)
+    running.schedule()
+    stepper = threading.Thread(target=stepped_elsewhere.run_until_idle, daemon=True)
+    stepper.start()
+    try:
+        assert inside.wait(10)
+        stepped_here = kcont.SimRuntime(ncpu=1)
+        results: list[tuple[int, str]] = []
+
+        def forks(arg: None, kc: Any) -> None:
+            results.append(_fork_and_wait(child))
+
+        def child(out: IO[str]) -> None:
+            for what, call in (
+                ("schedule", other.schedule),
+                ("run_until_idle", stepped_elsewhere.run_until_idle),
+                ("advance", lambda: stepped_elsewhere.advance(5)),
+                ("shutdown", stepped_elsewhere.shutdown),
+            ):
+                with pytest.raises(kcont.ForkedRuntimeError, match="stepped by another thread") as refused:
+                    call()
+                assert "create a new kcont.SimRuntime in the child" in str(refused.value)
+                out.write(f"refused {what}\n")
+            # The forking thread's own goes on: that thread steps it in the child too.
+            after = stepped_here.continuation(kcont.wq_softnet, lambda arg, kc: None)
+            after.schedule()
+            assert after.queued
+            out.write("went on\n")
+
+        stepped_here.continuation(kcont.wq_prilow, forks).schedule()
+        stepped_here.run_until_idle()
+    finally:
+        release.set()
+        stepper.join(10)
+    ((code, output),) = results
+    assert code == 0, output
+    assert output.count("refused") == 4 and "went on" in output, output
+    assert stepped_elsewhere.run_until_idle() == 0 and not running.queued  # the parent's is fine
+    other.schedule()
+    assert stepped_elsewhere.run_until_idle() == 1

@@ -64,7 +64,7 @@ After os.fork()
     A child process has none of the parent's threads.  Every threaded
     runtime of the parent refuses every use in the child with
     :class:`~kcont.ForkedRuntimeError` (its state lock becomes a
-    ``_ForkedLock``, which raises instead of locking, so nothing can wait on a
+    ``ForkedLock``, which raises instead of locking, so nothing can wait on a
     lock a parent's thread held or for a worker that does not exist);
     predicates still read.  Leaving its ``with`` block does nothing, and
     interpreter exit does not wait for it.  A new Runtime created in the
@@ -95,7 +95,7 @@ from ._core import runtime as _core_runtime
 from ._core.continuation import Continuation, expire_locked
 from ._core.dispatch import dispatch
 from ._core.runqueue import RunQueue
-from ._core.runtime import CPU, RuntimeCore, ShutdownAccount, _tls, check_timeout, logger
+from ._core.runtime import CPU, ForkedLock, RuntimeCore, ShutdownAccount, _tls, check_timeout, logger
 from ._core.workqueue import BAND_NAMES, BAND_SOFT, BAND_THREAD
 from .errors import ForkedRuntimeError, HaltTimeoutError, InvalidArgumentError
 
@@ -160,38 +160,6 @@ class _Threads:
                 while idle:
                     _wake_one_locked(idle)
         self.wake_timer_locked()
-
-
-class _ForkedLock:
-    """The state lock of a runtime copied into a child process by
-    ``os.fork()``: every use raises :class:`~kcont.ForkedRuntimeError`."""
-
-    __slots__ = ("name",)
-
-    def __init__(self, name: str) -> None:
-        self.name = name
-
-    def _refuse(self) -> ForkedRuntimeError:
-        return ForkedRuntimeError(
-            f"kcont.Runtime {self.name} belongs to the parent process: os.fork() copied it into "
-            "this child without its threads, so it can run nothing here; create a new "
-            "kcont.Runtime in the child"
-        )
-
-    def acquire(self, blocking: bool = True, timeout: float = -1) -> bool:
-        raise self._refuse()
-
-    def release(self) -> None:
-        raise self._refuse()
-
-    def locked(self) -> bool:
-        return False
-
-    def __enter__(self) -> bool:
-        raise self._refuse()
-
-    def __exit__(self, *exc: object) -> None:
-        raise self._refuse()
 
 
 class Runtime(RuntimeCore):
@@ -285,7 +253,11 @@ class Runtime(RuntimeCore):
             super().__exit__(*exc)
 
     def _after_fork_in_child(self, consistent: bool) -> None:
-        forked = _ForkedLock(self.name)
+        forked = ForkedLock(
+            f"kcont.Runtime {self.name} belongs to the parent process: os.fork() copied it into "
+            "this child without its threads, so it can run nothing here; create a new "
+            "kcont.Runtime in the child"
+        )
         self._forked = True
         self._closed = True
         # Nothing of the parent's runs here, not even in a dispatch call the

@@ -44,7 +44,7 @@ from dataclasses import dataclass
 from types import BuiltinFunctionType, FunctionType, MethodType
 from typing import TYPE_CHECKING, Any
 
-from ..errors import InvalidArgumentError, NoRuntimeError, ShutdownError
+from ..errors import ForkedRuntimeError, InvalidArgumentError, NoRuntimeError, ShutdownError
 from . import mutex as _mutex
 from .flags import DESTROYED, PENDING, QUEUED
 from .runqueue import COUNTERS
@@ -206,9 +206,10 @@ class RuntimeCore:
 
     def _after_fork_in_child(self, consistent: bool) -> None:
         """In a child made by ``os.fork()``.  ``consistent``: the forking
-        thread held the state lock, and has released it in the child.  A
-        runtime without threads (the simulator) goes on; with a fresh state
-        lock if another thread may have held it."""
+        thread held the state lock, and has released it in the child.  By
+        default the runtime goes on, with a fresh state lock if another
+        thread may have held it; a runtime that cannot sets ``_forked`` and
+        a :class:`ForkedLock`."""
         if not consistent:
             self._lock = threading.Lock()
 
@@ -551,9 +552,39 @@ def _describe(kc: Continuation[Any], now: int) -> dict[str, Any]:
 # wait still guards against the unforeseen (a lock not taken is replaced in
 # the child all the same).  In the child, every lock a parent's thread may
 # have held is replaced: the threaded runtimes refuse everything
-# (ForkedRuntimeError, see kcont.threaded), the simulated ones go on.
+# (ForkedRuntimeError, see kcont.threaded), the simulated ones go on, unless
+# a thread other than the forking one was stepping them (see kcont.sim).
 
 _FORK_LOCK_WAIT = 2.0  # seconds
+
+
+class ForkedLock:
+    """The state lock of a runtime that cannot run in a child process made
+    by ``os.fork()``: every use raises :class:`~kcont.ForkedRuntimeError`
+    with ``message``, so nothing waits on a lock or a thread that does not
+    exist in the child."""
+
+    __slots__ = ("message",)
+
+    def __init__(self, message: str) -> None:
+        self.message = message
+
+    def acquire(self, blocking: bool = True, timeout: float = -1) -> bool:
+        raise ForkedRuntimeError(self.message)
+
+    def release(self) -> None:
+        raise ForkedRuntimeError(self.message)
+
+    def locked(self) -> bool:
+        return False
+
+    def __enter__(self) -> bool:
+        raise ForkedRuntimeError(self.message)
+
+    def __exit__(self, *exc: object) -> None:
+        raise ForkedRuntimeError(self.message)
+
+
 _fork_held: list[threading.Lock] = []  # state locks the forking thread holds
 # The runtimes whose state locks the forking thread takes, kept alive until
 # the fork is over: one collected meanwhile (any allocation in another fork
