@@ -18,12 +18,15 @@ import threading
 import time
 import traceback
 import warnings
+from collections import deque
 from collections.abc import Callable
 from typing import IO, Any
 
 import pytest
 
 import kcont
+from kcont._core import mutex as _mutex_module
+from kcont._core import runtime as _core_runtime
 
 pytestmark = [
     pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork"),
@@ -489,3 +492,59 @@ def test_a_simulated_runtime_another_thread_was_stepping_refuses_in_the_child() 
     assert stepped_elsewhere.run_until_idle() == 0 and not running.queued  # the parent's is fine
     other.schedule()
     assert stepped_elsewhere.run_until_idle() == 1
+
+
+class _PausingDeque(deque):  # type: ignore[type-arg]
+    """The Mutex registry, pausing a prune right after it took ``target``'s
+    reference out (before it puts it back)."""
+
+    def __init__(self, items: Any, target: kcont.Mutex) -> None:
+        super().__init__(items)
+        self.target = target
+        self.out = threading.Event()
+        self.resume = threading.Event()
+
+    def popleft(self) -> Any:
+        ref = super().popleft()
+        if ref() is self.target:
+            self.out.set()
+            self.resume.wait(10)
+        return ref
+
+
+@pytest.mark.timeout(60)
+def test_a_fork_waits_for_a_prune_of_the_mutex_registry() -> None:
+    """A prune takes each reference out of the registry and puts it back; a
+    fork copying that moment would miss a live Mutex (and not reset its
+    internal locks in the child).  The fork hook waits for the prune to end.
+    (The window is too small to hit with real forks: the test pauses the
+    prune there and runs the fork hooks.)"""
+    mutex = kcont.Mutex("pruned while a fork begins")
+    original = _mutex_module._mutexes
+    registry = _PausingDeque(original, mutex)
+    _mutex_module._mutexes = registry
+    listed: list[bool] = []
+
+    def fork_hooks() -> None:
+        _core_runtime._before_fork()
+        try:
+            listed.append(any(ref() is mutex for ref in _mutex_module._mutexes))
+        finally:
+            _core_runtime._after_fork_in_parent()
+
+    pruner = threading.Thread(target=_mutex_module._prune)
+    forker = threading.Thread(target=fork_hooks)
+    try:
+        pruner.start()
+        assert registry.out.wait(10)
+        forker.start()
+        time.sleep(0.2)  # the fork hook has reached the registry by now, unless it waits
+        registry.resume.set()
+        forker.join(10)
+        pruner.join(10)
+    finally:
+        registry.resume.set()
+        _mutex_module._mutexes = original
+        original.clear()
+        original.extend(registry)  # with what was created meanwhile
+    assert listed == [True]

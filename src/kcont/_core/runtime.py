@@ -591,9 +591,14 @@ _fork_held: list[threading.Lock] = []  # state locks the forking thread holds
 # hook may run the garbage collector) would run its finalizer while the
 # forking thread holds its lock.
 _fork_runtimes: list[RuntimeCore] = []
+_fork_pruning_held = False  # the forking thread holds the Mutex registry's prune lock
 
 
 def _before_fork() -> None:
+    global _fork_pruning_held
+    # First: a prune never waits for a state lock, and a fork must not copy
+    # one in the middle (see kcont._core.mutex).
+    _fork_pruning_held = _mutex.before_fork()
     with _registry_lock:
         runtimes = sorted(_every_runtime, key=lambda rt: rt._serial)
     _fork_runtimes[:] = runtimes
@@ -610,6 +615,7 @@ def _after_fork_in_parent() -> None:
     while _fork_held:
         _fork_held.pop().release()
     _fork_runtimes.clear()  # a runtime collected now finds its state lock free
+    _mutex.after_fork(_fork_pruning_held, in_child=False)
 
 
 def _after_fork_in_child() -> None:
@@ -634,6 +640,7 @@ def _after_fork_in_child() -> None:
         return id(getattr(waiter[0], "__self__", None)) in forked
 
     _mutex.after_fork_in_child(dead_waiter)
+    _mutex.after_fork(_fork_pruning_held, in_child=True)
     cpu = _tls.cpu
     if cpu is not None and cpu.rt._forked:
         # Forked from inside a continuation: the child is no CPU's worker, and
