@@ -9,6 +9,7 @@ hangs is killed, and the test fails.
 
 from __future__ import annotations
 
+import gc
 import os
 import subprocess
 import sys
@@ -17,12 +18,15 @@ import threading
 import time
 import traceback
 import warnings
+from collections import deque
 from collections.abc import Callable
 from typing import IO, Any
 
 import pytest
 
 import kcont
+from kcont._core import mutex as _mutex_module
+from kcont._core import runtime as _core_runtime
 
 pytestmark = [
     pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork"),
@@ -313,12 +317,13 @@ def test_a_child_forked_inside_a_continuation_uses_its_own_runtime() -> None:
 
 
 @pytest.mark.timeout(120)
-@pytest.mark.parametrize(("ending", "status"), [("return", 0), ("sys.exit(3)", 3)])
+@pytest.mark.parametrize(("ending", "status"), [("return", 0), ("sys.exit(3)", 3), ("raise", 1)])
 def test_a_child_forked_inside_a_continuation_ends_with_its_function(ending: str, status: int) -> None:
-    """When the function returns (or calls sys.exit) in the child, the
-    child's only thread is back in the parent's runtime, which runs nothing
-    there: the child ends, with sys.exit's status, and the work queued
-    behind the function runs in the parent only."""
+    """When the function returns (or calls sys.exit, or raises) in the
+    child, the child's only thread is back in the parent's runtime, which
+    runs nothing there: the child ends, with sys.exit's status (1 when the
+    function raised, as a multiprocessing child), and the work queued behind
+    the function runs in the parent only."""
     read_end, write_end = os.pipe()
     parent = os.getpid()
     statuses: list[Any] = []
@@ -335,6 +340,8 @@ def test_a_child_forked_inside_a_continuation_ends_with_its_function(ending: str
             os.write(write_end, b"child ran\n")
             if ending == "return":
                 return
+            if ending == "raise":
+                raise ValueError("the function failed in the child")
             sys.exit(3)
         deadline = time.monotonic() + CHILD_SECONDS
         while True:
@@ -363,3 +370,181 @@ def test_a_child_forked_inside_a_continuation_ends_with_its_function(ending: str
     assert statuses == [status]
     assert lines == ["child ran", "queued work ran in parent"]
     assert failures == []
+
+
+_COLLECTED_DURING_FORK_SCRIPT = textwrap.dedent(
+    """
+    import gc, os, threading, time, warnings
+    # Registered before kcont's hooks: "before" hooks run in reverse order of
+    # registration, so this collection runs while kcont's hook holds the state locks.
+    os.register_at_fork(before=gc.collect)
+    import kcont
+    warnings.simplefilter("ignore", ResourceWarning)
+    warnings.simplefilter("ignore", DeprecationWarning)
+    gc.disable()
+    rt = kcont.Runtime(ncpu=1, name="unreferenced")
+    time.sleep(0.1)
+    names = {t.name for t in threading.enumerate() if t.name.startswith("kcont/unreferenced/")}
+    del rt  # in reference cycles: only the cyclic collector frees it
+    pid = os.fork()
+    if pid == 0:
+        os._exit(0)
+    os.waitpid(pid, 0)
+    gc.collect()  # collected here, if not during the fork
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline and any(t.name in names for t in threading.enumerate()):
+        time.sleep(0.01)
+    print(len(names), sorted(t.name for t in threading.enumerate() if t.name in names))
+    """
+)
+
+
+@pytest.mark.timeout(60)
+def test_a_runtime_unreferenced_during_a_fork_still_lets_its_threads_end() -> None:
+    """Garbage collection run by another fork hook, while kcont's holds the
+    state locks, cannot strand the threads of a runtime nobody references:
+    they end once it is collected."""
+    proc = subprocess.run(
+        [sys.executable, "-c", _COLLECTED_DURING_FORK_SCRIPT], capture_output=True, text=True, timeout=50
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == "3 []", proc.stdout + proc.stderr
+
+
+@pytest.mark.timeout(60)
+def test_a_runtime_collected_while_its_state_lock_is_held_lets_its_threads_end() -> None:
+    """The finalizer of a runtime collected while a thread other than its own
+    holds its state lock (as a forking thread does between the fork hooks)
+    cannot wake its threads then: they are woken once the lock is free."""
+    rt = kcont.Runtime(ncpu=1, name="held-at-collection")
+    deadline = time.monotonic() + 10
+    while len(rt._workers) < 2 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    time.sleep(0.05)  # the threads go to sleep
+    threads = [t for t in threading.enumerate() if t.name.startswith("kcont/held-at-collection/")]
+    assert len(threads) == 3
+    lock = rt._lock
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ResourceWarning)
+        with lock:
+            del rt
+            gc.collect()  # the finalizer runs here, and finds the lock held
+        warnings.simplefilter("ignore", DeprecationWarning)
+        pid = os.fork()  # the hooks run after the fork wake what is left to wake
+    if pid == 0:
+        os._exit(0)
+    os.waitpid(pid, 0)
+    for thread in threads:
+        thread.join(max(0.0, deadline - time.monotonic()))
+    assert not [t.name for t in threads if t.is_alive()]
+
+
+@pytest.mark.timeout(60)
+def test_a_simulated_runtime_another_thread_was_stepping_refuses_in_the_child() -> None:
+    """The thread stepping it does not exist in the child, and what it was
+    running would stay RUNNING for ever: the child's copy refuses, as a
+    threaded runtime does; the one the forking thread steps goes on."""
+    stepped_elsewhere = kcont.SimRuntime(ncpu=1)
+    inside, release = threading.Event(), threading.Event()
+
+    def slow(arg: None, kc: Any) -> None:
+        inside.set()
+        release.wait(30)
+
+    running = stepped_elsewhere.continuation(kcont.wq_prilow, slow)
+    other = stepped_elsewhere.continuation(kcont.wq_prilow, lambda arg, kc: None)
+    running.schedule()
+    stepper = threading.Thread(target=stepped_elsewhere.run_until_idle, daemon=True)
+    stepper.start()
+    try:
+        assert inside.wait(10)
+        stepped_here = kcont.SimRuntime(ncpu=1)
+        results: list[tuple[int, str]] = []
+
+        def forks(arg: None, kc: Any) -> None:
+            results.append(_fork_and_wait(child))
+
+        def child(out: IO[str]) -> None:
+            for what, call in (
+                ("schedule", other.schedule),
+                ("run_until_idle", stepped_elsewhere.run_until_idle),
+                ("advance", lambda: stepped_elsewhere.advance(5)),
+                ("shutdown", stepped_elsewhere.shutdown),
+            ):
+                with pytest.raises(kcont.ForkedRuntimeError, match="stepped by another thread") as refused:
+                    call()
+                assert "create a new kcont.SimRuntime in the child" in str(refused.value)
+                out.write(f"refused {what}\n")
+            # The forking thread's own goes on: that thread steps it in the child too.
+            after = stepped_here.continuation(kcont.wq_softnet, lambda arg, kc: None)
+            after.schedule()
+            assert after.queued
+            out.write("went on\n")
+
+        stepped_here.continuation(kcont.wq_prilow, forks).schedule()
+        stepped_here.run_until_idle()
+    finally:
+        release.set()
+        stepper.join(10)
+    ((code, output),) = results
+    assert code == 0, output
+    assert output.count("refused") == 4 and "went on" in output, output
+    assert stepped_elsewhere.run_until_idle() == 0 and not running.queued  # the parent's is fine
+    other.schedule()
+    assert stepped_elsewhere.run_until_idle() == 1
+
+
+class _PausingDeque(deque):  # type: ignore[type-arg]
+    """The Mutex registry, pausing a prune right after it took ``target``'s
+    reference out (before it puts it back)."""
+
+    def __init__(self, items: Any, target: kcont.Mutex) -> None:
+        super().__init__(items)
+        self.target = target
+        self.out = threading.Event()
+        self.resume = threading.Event()
+
+    def popleft(self) -> Any:
+        ref = super().popleft()
+        if ref() is self.target:
+            self.out.set()
+            self.resume.wait(10)
+        return ref
+
+
+@pytest.mark.timeout(60)
+def test_a_fork_waits_for_a_prune_of_the_mutex_registry() -> None:
+    """A prune takes each reference out of the registry and puts it back; a
+    fork copying that moment would miss a live Mutex (and not reset its
+    internal locks in the child).  The fork hook waits for the prune to end.
+    (The window is too small to hit with real forks: the test pauses the
+    prune there and runs the fork hooks.)"""
+    mutex = kcont.Mutex("pruned while a fork begins")
+    original = _mutex_module._mutexes
+    registry = _PausingDeque(original, mutex)
+    _mutex_module._mutexes = registry
+    listed: list[bool] = []
+
+    def fork_hooks() -> None:
+        _core_runtime._before_fork()
+        try:
+            listed.append(any(ref() is mutex for ref in _mutex_module._mutexes))
+        finally:
+            _core_runtime._after_fork_in_parent()
+
+    pruner = threading.Thread(target=_mutex_module._prune)
+    forker = threading.Thread(target=fork_hooks)
+    try:
+        pruner.start()
+        assert registry.out.wait(10)
+        forker.start()
+        time.sleep(0.2)  # the fork hook has reached the registry by now, unless it waits
+        registry.resume.set()
+        forker.join(10)
+        pruner.join(10)
+    finally:
+        registry.resume.set()
+        _mutex_module._mutexes = original
+        original.clear()
+        original.extend(registry)  # with what was created meanwhile
+    assert listed == [True]

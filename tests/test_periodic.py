@@ -221,6 +221,36 @@ def test_restart_while_running_replaces_the_schedule(rt: SimRuntime) -> None:
     assert [(d, t) for d, t, _, _ in runs] == [(10, 10), (20, 20), (23, 23), (33, 33), (43, 43)]
 
 
+class _RestartAtFirstGuard:
+    """A Periodic's guard that restarts the timer, as another thread could,
+    the first time it is taken: by a run, between its start and its guard."""
+
+    def __init__(self, restart: Any) -> None:
+        self.lock = threading.Lock()
+        self.restart = restart
+
+    def __enter__(self) -> None:
+        restart, self.restart = self.restart, None
+        if restart is not None:
+            restart()
+        self.lock.acquire()
+
+    def __exit__(self, *exc: object) -> None:
+        self.lock.release()
+
+
+def test_a_run_started_before_a_restart_belongs_to_the_old_schedule(rt: SimRuntime) -> None:
+    """The run the old schedule started returns without running the function
+    or re-arming: the restarted schedule's first run is at its own deadline."""
+    runs, record = _recorder()
+    periodic = Periodic(kcont.wq_softclock, record, None, 10)
+    periodic.start(5)
+    periodic._guard = _RestartAtFirstGuard(lambda: periodic.start(100))  # type: ignore[assignment]
+    rt.advance(150)
+    assert [(d, t) for d, t, _, _ in runs] == [(105, 105), (115, 115), (125, 125), (135, 135), (145, 145)]
+    assert periodic.runs == 5 and periodic.late_runs == 0
+
+
 def test_halt_and_destroy(rt: SimRuntime) -> None:
     runs, record = _recorder()
     periodic = Periodic(kcont.wq_softclock, record, None, 3)
@@ -265,6 +295,10 @@ def test_on_a_per_cpu_queue_it_runs_on_its_cpu() -> None:
     assert cpus == [2, 2, 2]
 
 
+async def _a_coroutine_function(arg: None, run: PeriodicRun) -> None:
+    """Calling it would only build a coroutine: every run would do nothing."""
+
+
 @pytest.mark.parametrize(
     ("kwargs", "error"),
     [
@@ -273,6 +307,7 @@ def test_on_a_per_cpu_queue_it_runs_on_its_cpu() -> None:
         ({"period": True}, TypeError),
         ({"missed": "catch_up"}, kcont.InvalidArgumentError),
         ({"func": "f"}, TypeError),
+        ({"func": _a_coroutine_function}, TypeError),
         ({"cpu": 0}, TypeError),
     ],
 )
@@ -351,3 +386,52 @@ def test_scheduling_an_invoking_continuation_from_outside_names_both_remedies(rt
         kc.schedule()
         with pytest.raises(kcont.BusyError, match=r"call ack\(\) first, or schedule\(\.\.\., ack=True\)"):
             kc.schedule(3)
+
+
+class _OneTickBoundaryRuntime(kcont.Runtime):
+    """A threaded runtime whose clock crosses a tick boundary right after the
+    next reading by a given thread: between two readings of the clock that
+    arming a timer makes (one tick is a second, so the real clock does not
+    cross one meanwhile)."""
+
+    stepping_thread: int | None = None
+    offset = 0
+
+    def _now(self) -> int:
+        now = super()._now() + self.offset
+        if self.stepping_thread == threading.get_ident():
+            self.stepping_thread = None
+            self.offset += 1
+        return now
+
+
+@pytest.mark.threaded
+@pytest.mark.timeout(60)
+def test_the_timer_is_armed_for_the_ideal_deadline_even_across_a_tick_boundary() -> None:
+    """A tick boundary between computing a deadline and arming the timer
+    does not make the run one tick late, neither on start nor on re-arm."""
+    armed: list[tuple[int | None, int | None]] = []
+    rearmed = threading.Event()
+    rt = _OneTickBoundaryRuntime(ncpu=1, hz=1)
+
+    def cross_a_boundary_before_the_rearm(arg: None, run: PeriodicRun) -> None:
+        rt.stepping_thread = threading.get_ident()
+
+    with rt:
+        periodic = Periodic(kcont.wq_softclock, cross_a_boundary_before_the_rearm, None, 100)
+        rt.stepping_thread = threading.get_ident()
+        periodic.start(50)
+        armed.append((periodic.continuation.deadline, periodic.next_deadline))
+        periodic.start(0)  # the first run at once; its function crosses a boundary before the re-arm
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline and not rearmed.is_set():
+            with periodic._guard:  # the re-arm is done under it
+                if periodic.runs == 1 and periodic.continuation.deadline is not None:
+                    armed.append((periodic.continuation.deadline, periodic._next))
+                    rearmed.set()
+            time.sleep(0.005)
+        periodic.stop()
+    assert rt.offset == 2  # both boundaries were crossed where intended
+    assert len(armed) == 2
+    for deadline, ideal in armed:
+        assert deadline == ideal

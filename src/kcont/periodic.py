@@ -32,6 +32,15 @@ Invariants
     * A run never re-arms after :meth:`Periodic.stop` (or a restart) since it
       began: each start opens a new *generation*, and a run re-arms only if
       its generation is still current.
+    * A run belongs to the generation that armed (or committed) it, not to
+      the one current when it takes ``_guard``: the generation rides in the
+      context variable ``_committed_by``, captured by ``schedule`` together
+      with the arming and handed to the invocation that arming commits.  A
+      run of a stopped or replaced generation returns without running the
+      function, even when a restart came between its start and ``_guard``.
+    * The timer is armed for the ideal deadline itself: ``schedule`` reads
+      the clock again, and a tick boundary crossed since the deadline was
+      computed is corrected by arming again (``_arm_locked``).
 
 Locking
     ``_guard`` (a plain lock of this object) covers the ideal schedule, the
@@ -44,10 +53,11 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable
+from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import Any, Generic, Literal, TypeVar
 
-from ._core.continuation import Continuation
+from ._core.continuation import Continuation, check_func
 from ._core.mutex import Mutex
 from ._core.runtime import CPU
 from .errors import DestroyedError, InvalidArgumentError, ShutdownError
@@ -58,6 +68,13 @@ A = TypeVar("A")
 
 MissedTick = Literal["burst", "delay", "skip"]
 _POLICIES = ("burst", "delay", "skip")
+
+# The generation that armed or committed the invocation running (see the
+# module docstring): a unique object per start() of each Periodic.
+_committed_by: ContextVar[object] = ContextVar("kcont.Periodic generation")
+# Arming again because a tick boundary fell between our reading of the clock
+# and schedule()'s needs two boundaries in a row to fail twice.
+_ARM_TRIES = 3
 
 
 @dataclass(frozen=True)
@@ -87,7 +104,8 @@ class Periodic(Generic[A]):
     Args:
         wq: the workqueue it runs on (a queue or a predefined handle, as for
             :class:`~kcont.Continuation`).
-        func: called as ``func(arg, run)`` with a :class:`PeriodicRun`.
+        func: called as ``func(arg, run)`` with a :class:`PeriodicRun`; a
+            plain function (see :func:`kcont.check_func`).
         arg: the first argument of ``func``.
         period: ticks between deadlines (>= 1).
         missed: where the run after a late run goes: ``"burst"``,
@@ -112,8 +130,7 @@ class Periodic(Generic[A]):
         cpu: CPU | None = None,
         name: str | None = None,
     ) -> None:
-        if not callable(func):
-            raise TypeError(f"func must be callable, not {type(func).__name__}")
+        check_func(func, "func(arg, run)")
         if not isinstance(period, int) or isinstance(period, bool):
             raise TypeError(f"period must be an int (ticks), not {type(period).__name__}")
         if period < 1:
@@ -129,7 +146,7 @@ class Periodic(Generic[A]):
         self._cpu = cpu
         self._guard = threading.Lock()
         self._active = False  # _guard
-        self._generation = 0  # _guard
+        self._generation = object()  # _guard: replaced by each start and stop
         self._next = 0  # _guard: the ideal deadline of the next run
         self._skipped_before = 0  # _guard: skipped deadlines reported to the next run
         self._number = 0  # _guard
@@ -156,7 +173,8 @@ class Periodic(Generic[A]):
         ticks from now (default: one period), then every period after it.
 
         Restarting a running timer replaces its schedule; a run in progress
-        finishes and does not re-arm.
+        finishes and does not re-arm, and a run of the old schedule starting
+        at this moment returns without calling the function.
 
         Raises:
             DestroyedError: the timer was destroyed.
@@ -169,14 +187,13 @@ class Periodic(Generic[A]):
         if delay < 0:
             raise InvalidArgumentError(f"delay must be >= 0, not {delay}")
         with self._guard:
-            self._generation += 1
+            self._generation = generation = object()
             self._active = True
             self._number = 0
             self._skipped_before = 0
             self._next = self._kc.runtime.ticks + delay
             try:
-                # ack: a run of the previous generation may still be INVOKING.
-                self._kc.schedule(delay, self._cpu, ack=True)
+                self._arm_locked(generation, self._next)
             except BaseException:
                 self._active = False
                 raise
@@ -188,7 +205,7 @@ class Periodic(Generic[A]):
         with self._guard:
             was = self._active
             self._active = False
-            self._generation += 1
+            self._generation = object()
             self._kc.stop()
         return was
 
@@ -226,12 +243,34 @@ class Periodic(Generic[A]):
 
     # -- the continuation's function ----------------------------------------------
 
+    def _arm_locked(self, generation: object, deadline: int) -> None:
+        """Arm the timer for tick ``deadline`` (at once if it has passed), for
+        ``generation`` (``_guard`` held)."""
+        kc = self._kc
+        rt = kc.runtime
+        token = _committed_by.set(generation)  # captured by schedule() with the arming
+        try:
+            for _ in range(_ARM_TRIES):
+                # ack: a run of this or a previous generation may be INVOKING.
+                nticks = deadline - rt.ticks
+                if nticks <= 0:
+                    kc.schedule(0, self._cpu, ack=True)
+                    return
+                kc.schedule(nticks, self._cpu, ack=True)
+                armed = kc.deadline
+                # schedule() read the clock again: a tick boundary crossed
+                # since our reading armed it one tick late.
+                if armed is None or armed <= deadline:
+                    return
+        finally:
+            _committed_by.reset(token)
+
     def _run(self, _: None, kc: Continuation[None]) -> None:
         rt = kc.runtime
+        generation = _committed_by.get(None)
         with self._guard:
-            if not self._active:
-                return  # stopped after this invocation was committed
-            generation = self._generation
+            if not self._active or generation is not self._generation:
+                return  # stopped or restarted after this invocation was committed
             deadline = self._next
             tick = rt.ticks
             late = max(0, tick - deadline)
@@ -259,12 +298,12 @@ class Periodic(Generic[A]):
         finally:
             self._rearm(kc, generation, following)
 
-    def _rearm(self, kc: Continuation[None], generation: int, following: int) -> None:
+    def _rearm(self, kc: Continuation[None], generation: object, following: int) -> None:
         with self._guard:
-            if not self._active or self._generation != generation:
+            if not self._active or self._generation is not generation:
                 return  # stopped or restarted while the function ran
             try:
-                # Due already (the function overran): 0 runs it at once, late.
-                kc.schedule(max(0, following - kc.runtime.ticks), self._cpu, ack=True)
+                # Due already (the function overran): runs at once, late.
+                self._arm_locked(generation, following)
             except (DestroyedError, ShutdownError):
                 self._active = False  # destroyed or shut down from its own function

@@ -31,19 +31,28 @@ Virtual time jumps
 
 Locking
     The state lock is the shared one (uncontended here).  ``_ticks`` and the
-    wheel's position change together under it; ``_rr``, ``_stepping`` and
-    ``_wakeups`` belong to the thread that steps the runtime.
+    wheel's position change together under it; ``_rr``, ``_stepping``,
+    ``_stepper`` and ``_wakeups`` belong to the thread that steps the runtime.
+
+After os.fork()
+    A simulated runtime has no threads of its own: in the child it goes on as
+    a copy, stepped by the child's thread.  Unless a thread of the parent
+    other than the one that forked was stepping it: that thread does not
+    exist in the child, and the continuation it was running would stay
+    RUNNING for ever, so the child's copy refuses every use with
+    :class:`~kcont.ForkedRuntimeError`, as a threaded runtime does.
 """
 
 from __future__ import annotations
 
 import random
+import threading
 from collections.abc import Callable
 from typing import Any, ClassVar, NamedTuple
 
 from ._core.continuation import Continuation, expire_locked
 from ._core.dispatch import dispatch
-from ._core.runtime import ALL_BANDS, CPU, RuntimeCore, ShutdownAccount, _tls, check_timeout
+from ._core.runtime import ALL_BANDS, CPU, ForkedLock, RuntimeCore, ShutdownAccount, _tls, check_timeout
 from ._core.timerwheel import NEAR_SIZE
 from .errors import InvalidArgumentError, SimDeadlockError
 
@@ -121,6 +130,7 @@ class SimRuntime(RuntimeCore):
         self.seed = seed
         self._rr = 0
         self._stepping = False
+        self._stepper: int | None = None  # the thread stepping it, while _stepping
         self.reraise = reraise
         self.autojump = autojump
         self._wakeups = 0  # ticks at which time stopped to expire timers
@@ -160,6 +170,23 @@ class SimRuntime(RuntimeCore):
                     f"{what}: can never end (nothing left to run at tick {self._ticks}){hint}"
                 )
             self._expire_at_locked(max(deadline, self._ticks + 1))
+
+    def _after_fork_in_child(self, consistent: bool) -> None:
+        if self._stepping and self._stepper != threading.get_ident():
+            # Another thread of the parent was stepping it: in the child, that
+            # thread does not exist, and what it was running stays RUNNING for
+            # ever.  Refused, as a threaded runtime is, rather than stuck.
+            self._forked = True
+            self._closed = True
+            for cpu in self.cpus:
+                cpu.ready[:] = [0] * len(cpu.ready)
+            self._lock = ForkedLock(  # type: ignore[assignment]
+                f"kcont.SimRuntime {self.name} was being stepped by another thread of the parent "
+                "process when os.fork() copied it into this child, without that thread: what it "
+                "was running can never end here; create a new kcont.SimRuntime in the child"
+            )
+            return
+        super()._after_fork_in_child(consistent)
 
     def _report_exception(self, kc: Continuation[Any], exc: BaseException) -> None:
         if self.reraise or not isinstance(exc, Exception):
@@ -208,6 +235,8 @@ class SimRuntime(RuntimeCore):
         """Up to ``steps`` steps (see :meth:`step`); returns how many ran and
         the last continuation run."""
         if self._stepping:
+            if self._forked:
+                self._lock.acquire()  # a ForkedLock: raises ForkedRuntimeError
             raise SimDeadlockError("the simulated runtime cannot be stepped from inside a continuation")
         cpus = self.cpus
         ncpu = len(cpus)
@@ -215,6 +244,7 @@ class SimRuntime(RuntimeCore):
         ran = 0
         last = None
         self._stepping = True
+        self._stepper = threading.get_ident()
         previous = _tls.cpu
         try:
             while ran < steps:
@@ -241,6 +271,7 @@ class SimRuntime(RuntimeCore):
         finally:
             _tls.cpu = previous
             self._stepping = False
+            self._stepper = None
         return ran, last
 
     def advance(self, nticks: int = 1) -> int:

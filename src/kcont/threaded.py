@@ -56,14 +56,15 @@ Locking
     counter here.  ``_ended`` is a Condition on S (halt, destroy, wait_idle).
     Worker semaphores are released with S held (a release never blocks).
     The finalizer runs wherever garbage collection runs, maybe in a thread
-    that holds S: it only tries S; when S is busy, the timer thread (then
-    its only possible holder) wakes the workers (see ``_collected``).
+    that holds S: it only tries S; when S is busy, it lists the threads in
+    ``_unwoken`` (lock-free), which the timer threads and the fork hooks
+    drain once they no longer hold a state lock (see ``_collected``).
 
 After os.fork()
     A child process has none of the parent's threads.  Every threaded
     runtime of the parent refuses every use in the child with
     :class:`~kcont.ForkedRuntimeError` (its state lock becomes a
-    ``_ForkedLock``, which raises instead of locking, so nothing can wait on a
+    ``ForkedLock``, which raises instead of locking, so nothing can wait on a
     lock a parent's thread held or for a worker that does not exist);
     predicates still read.  Leaving its ``with`` block does nothing, and
     interpreter exit does not wait for it.  A new Runtime created in the
@@ -71,9 +72,10 @@ After os.fork()
     of a worker thread: when the function returns (or calls ``sys.exit``),
     that thread is back in the worker loop of the parent's runtime, which
     finds nothing to run (the child's copy has no ready work), and the child
-    process ends (``_exit_forked_child``).  (Refused rather than rebuilt: a rebuilt runtime
-    would silently lose the work the parent had queued, and run the
-    parent's continuations twice, once in each process.)
+    process ends (``_exit_forked_child``) with the status ``sys.exit`` gave,
+    or 1 if the function raised (reported first).  (Refused rather than
+    rebuilt: a rebuilt runtime would silently lose the work the parent had
+    queued, and run the parent's continuations twice, once in each process.)
 """
 
 from __future__ import annotations
@@ -85,6 +87,7 @@ import threading
 import time
 import warnings
 import weakref
+from collections import deque
 from collections.abc import Callable, Sequence
 from typing import Any, NoReturn
 
@@ -92,7 +95,7 @@ from ._core import runtime as _core_runtime
 from ._core.continuation import Continuation, expire_locked
 from ._core.dispatch import dispatch
 from ._core.runqueue import RunQueue
-from ._core.runtime import CPU, RuntimeCore, ShutdownAccount, _tls, check_timeout, logger
+from ._core.runtime import CPU, ForkedLock, RuntimeCore, ShutdownAccount, _tls, check_timeout, logger
 from ._core.workqueue import BAND_NAMES, BAND_SOFT, BAND_THREAD
 from .errors import ForkedRuntimeError, HaltTimeoutError, InvalidArgumentError
 
@@ -157,38 +160,6 @@ class _Threads:
                 while idle:
                     _wake_one_locked(idle)
         self.wake_timer_locked()
-
-
-class _ForkedLock:
-    """The state lock of a runtime copied into a child process by
-    ``os.fork()``: every use raises :class:`~kcont.ForkedRuntimeError`."""
-
-    __slots__ = ("name",)
-
-    def __init__(self, name: str) -> None:
-        self.name = name
-
-    def _refuse(self) -> ForkedRuntimeError:
-        return ForkedRuntimeError(
-            f"kcont.Runtime {self.name} belongs to the parent process: os.fork() copied it into "
-            "this child without its threads, so it can run nothing here; create a new "
-            "kcont.Runtime in the child"
-        )
-
-    def acquire(self, blocking: bool = True, timeout: float = -1) -> bool:
-        raise self._refuse()
-
-    def release(self) -> None:
-        raise self._refuse()
-
-    def locked(self) -> bool:
-        return False
-
-    def __enter__(self) -> bool:
-        raise self._refuse()
-
-    def __exit__(self, *exc: object) -> None:
-        raise self._refuse()
 
 
 class Runtime(RuntimeCore):
@@ -282,7 +253,11 @@ class Runtime(RuntimeCore):
             super().__exit__(*exc)
 
     def _after_fork_in_child(self, consistent: bool) -> None:
-        forked = _ForkedLock(self.name)
+        forked = ForkedLock(
+            f"kcont.Runtime {self.name} belongs to the parent process: os.fork() copied it into "
+            "this child without its threads, so it can run nothing here; create a new "
+            "kcont.Runtime in the child"
+        )
         self._forked = True
         self._closed = True
         # Nothing of the parent's runs here, not even in a dispatch call the
@@ -310,6 +285,10 @@ class Runtime(RuntimeCore):
             # child exits (_worker_main), it is no failure of the function.
             raise exc
         super()._report_exception(kc, exc)
+        if self._forked:
+            # The function failed in such a child: reported, then the child
+            # exits with status 1, as a multiprocessing child that raised.
+            raise SystemExit(1)
 
     # -- clock ---------------------------------------------------------------
 
@@ -787,6 +766,7 @@ def _timer_main(ref: weakref.ref[Runtime], threads: _Threads) -> None:
             # (held right here), and left waking the workers to us.
             with threads.lock:
                 threads.wake_all_locked()
+            _wake_unwoken()
             return
         wake_ns = rt._timer_pass()
         del rt  # asleep, hold nothing (as the workers)
@@ -809,6 +789,11 @@ def _warn_not_shut_down(name: str) -> None:
     warnings.warn(f"kcont.Runtime {name} was never shut down", ResourceWarning, stacklevel=2)
 
 
+# Lock-free (a deque): the threads of collected runtimes whose finalizer
+# found the state lock busy, waiting to be woken by a thread that holds none.
+_unwoken: deque[_Threads] = deque()
+
+
 def _collected(threads: _Threads) -> None:
     """The finalizer of a runtime collected while running (nobody called
     ``shutdown()`` and nothing references it): let its sleeping threads go
@@ -816,17 +801,44 @@ def _collected(threads: _Threads) -> None:
     filter may turn the warning into an exception).
 
     Garbage collection runs it at any point of any thread, maybe one that
-    holds this very state lock: it only tries the lock.  Once the runtime is
-    unreachable, the only thread that can hold its state lock is its timer
-    thread, between two passes (every other holder references the runtime);
-    when the try fails, that thread wakes the others itself as it finds the
-    runtime gone (``_timer_main``)."""
+    holds this very state lock: it only tries the lock.  An unreachable
+    runtime's state lock may still be held by its timer thread, between two
+    passes, or by a thread forking the process, between the fork hooks (which
+    keep every runtime alive until then, as a second guard).  When the try
+    fails, the threads are listed in ``_unwoken``: the timer thread drains
+    that list as it finds its runtime gone (``_timer_main``), and so does
+    the fork hook once it has released the state locks
+    (``_wake_unwoken_after_fork``)."""
     if threads.lock.acquire(False):
         try:
             threads.wake_all_locked()
         finally:
             threads.lock.release()
+    else:
+        _unwoken.append(threads)
     _warn_not_shut_down(threads.name)
+
+
+def _wake_unwoken() -> None:
+    """Wake the threads the finalizer could not (no state lock held here)."""
+    while True:
+        try:
+            threads = _unwoken.popleft()
+        except IndexError:
+            return
+        with threads.lock:
+            threads.wake_all_locked()
+
+
+def _wake_unwoken_after_fork() -> None:
+    # Registered after the core's fork hooks (this module imports the core
+    # first), and after-fork hooks run in registration order: the core has
+    # released every state lock when this runs.
+    _wake_unwoken()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_parent=_wake_unwoken_after_fork, after_in_child=_unwoken.clear)
 
 
 def _has_threads(rt: Runtime) -> bool:

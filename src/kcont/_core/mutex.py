@@ -27,6 +27,11 @@ Locking
     ``collections.deque``, whose appends and pops are documented
     thread-safe (free-threaded CPython too), so creating a Mutex takes no
     lock that garbage collection, run at that moment, could need again.
+    ``_prune_lock`` P is held by the one thread pruning ``_mutexes`` (only
+    tried: a prune never waits) and by a thread forking the process, from
+    its first fork hook to the last: a prune moves each reference out of
+    the deque and back, and a fork must never copy a moment when one is
+    out.  Lock order: P -> a runtime's state lock (fork).
 
 After os.fork()
     Every Mutex alive is listed (weakly) so that the child process can make
@@ -165,21 +170,43 @@ class Mutex:
 _mutexes: deque[weakref.ref[Mutex]] = deque()
 _PRUNE_MIN = 1024
 _prune_at = _PRUNE_MIN  # a hint: racy updates only move the next prune
+_prune_lock = threading.Lock()  # P: see module docstring
+_FORK_PRUNE_WAIT = 2.0  # seconds a fork waits for a prune (a bound against the unforeseen)
 
 
 def _prune() -> None:
-    """Drop the references to dead mutexes: one rotation through the deque,
-    with its thread-safe operations only (another thread may add or prune
-    meanwhile; a reference seen twice is kept or dropped twice, harmlessly)."""
+    """Drop the references to dead mutexes: one rotation through the deque
+    (another thread may add meanwhile; a reference appended during the
+    rotation is seen twice, harmlessly), unless another thread is pruning or
+    forking (``_prune_lock`` busy: it is only tried, so that a collection
+    run here, which may create a Mutex, never waits for itself)."""
     global _prune_at
-    for _ in range(len(_mutexes)):
-        try:
+    if not _prune_lock.acquire(False):
+        return
+    try:
+        for _ in range(len(_mutexes)):
             ref = _mutexes.popleft()
-        except IndexError:  # another thread pruned it empty
-            break
-        if ref() is not None:
-            _mutexes.append(ref)
-    _prune_at = max(_PRUNE_MIN, 2 * len(_mutexes))
+            if ref() is not None:
+                _mutexes.append(ref)
+        _prune_at = max(_PRUNE_MIN, 2 * len(_mutexes))
+    finally:
+        _prune_lock.release()
+
+
+def before_fork() -> bool:
+    """Called by the first fork hook: wait for a prune in progress to end, and
+    keep others out until :func:`after_fork` (so the child's copy of
+    ``_mutexes`` lists every Mutex).  Returns True if the lock was taken."""
+    return _prune_lock.acquire(True, _FORK_PRUNE_WAIT)
+
+
+def after_fork(taken: bool, *, in_child: bool) -> None:
+    """Called by the last fork hook (in the parent and in the child)."""
+    global _prune_lock
+    if in_child:
+        _prune_lock = threading.Lock()  # a parent's thread may have held it
+    elif taken:
+        _prune_lock.release()
 
 
 def after_fork_in_child(dead_waiter: Callable[[Waiter], bool]) -> None:

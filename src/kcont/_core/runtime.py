@@ -44,7 +44,7 @@ from dataclasses import dataclass
 from types import BuiltinFunctionType, FunctionType, MethodType
 from typing import TYPE_CHECKING, Any
 
-from ..errors import InvalidArgumentError, NoRuntimeError, ShutdownError
+from ..errors import ForkedRuntimeError, InvalidArgumentError, NoRuntimeError, ShutdownError
 from . import mutex as _mutex
 from .flags import DESTROYED, PENDING, QUEUED
 from .runqueue import COUNTERS
@@ -206,9 +206,10 @@ class RuntimeCore:
 
     def _after_fork_in_child(self, consistent: bool) -> None:
         """In a child made by ``os.fork()``.  ``consistent``: the forking
-        thread held the state lock, and has released it in the child.  A
-        runtime without threads (the simulator) goes on; with a fresh state
-        lock if another thread may have held it."""
+        thread held the state lock, and has released it in the child.  By
+        default the runtime goes on, with a fresh state lock if another
+        thread may have held it; a runtime that cannot sets ``_forked`` and
+        a :class:`ForkedLock`."""
         if not consistent:
             self._lock = threading.Lock()
 
@@ -551,16 +552,58 @@ def _describe(kc: Continuation[Any], now: int) -> dict[str, Any]:
 # wait still guards against the unforeseen (a lock not taken is replaced in
 # the child all the same).  In the child, every lock a parent's thread may
 # have held is replaced: the threaded runtimes refuse everything
-# (ForkedRuntimeError, see kcont.threaded), the simulated ones go on.
+# (ForkedRuntimeError, see kcont.threaded), the simulated ones go on, unless
+# a thread other than the forking one was stepping them (see kcont.sim).
 
 _FORK_LOCK_WAIT = 2.0  # seconds
+
+
+class ForkedLock:
+    """The state lock of a runtime that cannot run in a child process made
+    by ``os.fork()``: every use raises :class:`~kcont.ForkedRuntimeError`
+    with ``message``, so nothing waits on a lock or a thread that does not
+    exist in the child."""
+
+    __slots__ = ("message",)
+
+    def __init__(self, message: str) -> None:
+        self.message = message
+
+    def acquire(self, blocking: bool = True, timeout: float = -1) -> bool:
+        raise ForkedRuntimeError(self.message)
+
+    def release(self) -> None:
+        raise ForkedRuntimeError(self.message)
+
+    def locked(self) -> bool:
+        return False
+
+    def __enter__(self) -> bool:
+        raise ForkedRuntimeError(self.message)
+
+    def __exit__(self, *exc: object) -> None:
+        raise ForkedRuntimeError(self.message)
+
+
 _fork_held: list[threading.Lock] = []  # state locks the forking thread holds
+# The runtimes whose state locks the forking thread takes, kept alive until
+# the fork is over: one collected meanwhile (any allocation in another fork
+# hook may run the garbage collector) would run its finalizer while the
+# forking thread holds its lock.
+_fork_runtimes: list[RuntimeCore] = []
+_fork_pruning_held = False  # the forking thread holds the Mutex registry's prune lock
 
 
 def _before_fork() -> None:
+    global _fork_pruning_held
+    # First: a prune never waits for a state lock, and a fork must not copy
+    # one in the middle (see kcont._core.mutex).
+    _fork_pruning_held = _mutex.before_fork()
     with _registry_lock:
         runtimes = sorted(_every_runtime, key=lambda rt: rt._serial)
-    for rt in runtimes:
+    _fork_runtimes[:] = runtimes
+    del runtimes
+    for rt in _fork_runtimes:
         lock = rt._lock
         if lock.acquire(True, _FORK_LOCK_WAIT):
             _fork_held.append(lock)
@@ -571,6 +614,8 @@ def _after_fork_in_parent() -> None:
     _registry_lock.release()
     while _fork_held:
         _fork_held.pop().release()
+    _fork_runtimes.clear()  # a runtime collected now finds its state lock free
+    _mutex.after_fork(_fork_pruning_held, in_child=False)
 
 
 def _after_fork_in_child() -> None:
@@ -595,11 +640,13 @@ def _after_fork_in_child() -> None:
         return id(getattr(waiter[0], "__self__", None)) in forked
 
     _mutex.after_fork_in_child(dead_waiter)
+    _mutex.after_fork(_fork_pruning_held, in_child=True)
     cpu = _tls.cpu
     if cpu is not None and cpu.rt._forked:
         # Forked from inside a continuation: the child is no CPU's worker, and
         # its current runtime is whatever it enters.
         _tls.cpu = None
+    _fork_runtimes.clear()
 
 
 if hasattr(os, "register_at_fork"):
