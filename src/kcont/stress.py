@@ -84,7 +84,7 @@ import sys
 import threading
 import time
 import traceback
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -1433,7 +1433,7 @@ class Harness:
                 t.outcome = "lost"
                 self._lost += 1
 
-    def finish(self, account: ShutdownAccount, stats: dict[str, Any]) -> dict[str, int]:
+    def finish(self, account: ShutdownAccount, stats: Mapping[str, Any]) -> dict[str, int]:
         """After shutdown: reconcile the journal with the account and stats;
         returns the merged figures."""
         ctr = self._counters_for_thread()
@@ -1492,7 +1492,7 @@ class Harness:
         self._check_stats(stats, figures)
         return figures
 
-    def _check_stats(self, stats: dict[str, Any], figures: dict[str, int]) -> None:
+    def _check_stats(self, stats: Mapping[str, Any], figures: dict[str, int]) -> None:
         expected: dict[int, list[int]] = {}
         for ctr in self._counters:
             for wqi, row in ctr.q.items():

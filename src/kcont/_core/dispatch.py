@@ -18,13 +18,20 @@ Sequence (FreeBSD ``softclock_call_cc`` is the model)
        ``arg`` and the context *after* the lock was taken, so a ``setarg``
        made under the lock while the entry waited is honoured.
     3. Without any lock of ours: call ``func(arg, kc)`` in a fresh copy of the
-       context captured by ``schedule`` (as asyncio's ``call_soon``).
+       context captured by ``schedule`` (as asyncio's ``call_soon``); with
+       instruments or a slow threshold set (``rt._watch``), through
+       :func:`kcont._core.instruments.watched_call`, which calls the
+       instruments around it, still without any lock.
     4. Under the state lock, end the invocation and count it; then release
        the lock this invocation must release (its own, or the one handed over
        by ``set_mutex`` inside ``func``), so that whoever takes it next finds
        the invocation over; then (if the limit allows) pick the next one.  Nothing but the continuation
        object itself, which the runtime keeps alive, is touched after ``func``
        returns.
+    4a. Callback waiters (:mod:`kcont._core.waiters`) that the end fired are
+       woken with no lock held, once the invocation is fully accounted (and
+       traced), before the next one starts; those fired elsewhere (by a
+       stop) are woken at the start of every call.
     5. An exception from ``func`` (or from releasing its lock; if both
        raise, the release's, chained to ``func``'s as by a ``finally``
        clause, so neither is lost) goes to the runtime's exception handler,
@@ -48,6 +55,8 @@ from time import perf_counter_ns
 from typing import TYPE_CHECKING, Any
 
 from .continuation import begin_locked, end_locked
+from .instruments import watched_call
+from .waiters import deliver, take_ready_locked, wake_all
 
 if TYPE_CHECKING:
     from .continuation import Continuation
@@ -59,6 +68,8 @@ def dispatch(rt: RuntimeCore, cpu: CPU, bands: Sequence[int], limit: int = 1) ->
     queues of ``bands`` (band indices, in order: ``ALL_BANDS`` for the
     simulator, one band for a worker).  Returns the last one run, or None if
     none could start."""
+    if rt._callbacks_ready:  # fired by a stop or replacement elsewhere: wake them now
+        deliver(rt)
     ready = cpu.ready
     for band in bands:
         if ready[band]:
@@ -68,6 +79,7 @@ def dispatch(rt: RuntimeCore, cpu: CPU, bands: Sequence[int], limit: int = 1) ->
     lock = rt._lock
     trace = rt._trace
     time_funcs = rt._time_funcs
+    watch = rt._watch  # instruments, slow threshold: None unless asked for
     # Continuations run by this call, kept until the state lock is released
     # for good: a continuation nobody else references dies with our last
     # reference, and the __del__ of its function, argument or context values
@@ -103,7 +115,11 @@ def dispatch(rt: RuntimeCore, cpu: CPU, bands: Sequence[int], limit: int = 1) ->
             lock.release()
             failure: BaseException | None = None
             elapsed = 0
-            if time_funcs:
+            if watch is not None:
+                failure, elapsed = watched_call(rt, watch, cpu, kc, ctx, func, arg)
+                if not time_funcs:
+                    elapsed = 0  # func_ns counts real time on real-time runtimes only
+            elif time_funcs:
                 started = perf_counter_ns()
                 try:
                     ctx.run(func, arg, kc)
@@ -120,8 +136,8 @@ def dispatch(rt: RuntimeCore, cpu: CPU, bands: Sequence[int], limit: int = 1) ->
             del ctx, func, arg
             held = kc._release  # only this thread changes it while RUNNING
             lock.acquire()
-            end_locked(kc)
-            rt._running -= 1
+            rt._running -= 1  # before end_locked: a waiter for idleness it fires must see it
+            fired = end_locked(kc)
             rq.invoked += 1
             if elapsed:
                 rq.func_ns += elapsed
@@ -146,6 +162,16 @@ def dispatch(rt: RuntimeCore, cpu: CPU, bands: Sequence[int], limit: int = 1) ->
                 rt._failed += 1
                 if trace is not None:
                     rt._record("raise", kc, cpu, failure)
+            if fired:
+                # Waiters of this invocation's end (kcont.aio, submit): woken
+                # once it is fully accounted, before the next one starts, and
+                # with no lock held.
+                woken = take_ready_locked(rt)
+                lock.release()
+                wake_all(woken)  # never raises
+                del woken  # the last references to them go with no lock held
+                lock.acquire()
+            if failure is not None:
                 lock.release()
                 try:
                     rt._report_exception(kc, failure)
