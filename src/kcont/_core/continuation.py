@@ -410,6 +410,7 @@ class Continuation(Generic[A]):
             if rt._ended_waiters:
                 rt._notify_ended_locked()  # a flush may be waiting for it
                 if rt._callback_waiters:
+                    self._flags = flags & ~(PENDING | EXPIRED)  # as below: what the waiters check
                     fire_locked(rt, self, kick=True)
         else:
             self._flags = flags & ~EXPIRED

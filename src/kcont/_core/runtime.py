@@ -32,6 +32,7 @@ import contextlib
 import errno
 import itertools
 import logging
+import os
 import threading
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future
@@ -507,7 +508,7 @@ class RuntimeCore:
                 )
             )
 
-    def export_trace(self, path: str, *, instants: bool = True) -> int:
+    def export_trace(self, path: str | os.PathLike[str], *, instants: bool = True) -> int:
         """Write the recorded trace as Chrome trace event JSON, which
         https://ui.perfetto.dev ("Open trace file") and ``chrome://tracing``
         open: one span per invocation on the track of the thread (threaded
@@ -520,11 +521,12 @@ class RuntimeCore:
         """
         from .tracing import write_chrome_trace
 
+        live = {thread.ident: thread.name for thread in threading.enumerate() if thread.ident is not None}
         with self._lock:
             if self._trace is None or not self._trace_kept:
                 raise InvalidArgumentError(f"{self!r} records no trace: create it with trace=True")
             events = list(self._trace)
-            thread_names = dict(self._thread_names)
+            thread_names = {**live, **self._thread_names}  # workers that exited keep their names
         return write_chrome_trace(
             path,
             events,

@@ -37,6 +37,7 @@ Time
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Sequence
 from typing import Any
 
@@ -170,7 +171,9 @@ def _sim_times(events: Sequence[tuple[Any, ...]]) -> list[float]:
     return times
 
 
-def write_chrome_trace(path: str, events: Sequence[tuple[Any, ...]], **options: Any) -> int:
+def write_chrome_trace(
+    path: str | os.PathLike[str], events: Sequence[tuple[Any, ...]], **options: Any
+) -> int:
     """Write :func:`chrome_trace` of ``events`` to ``path``; returns the number of spans."""
     trace = chrome_trace(events, **options)
     with open(path, "w", encoding="utf-8") as f:
