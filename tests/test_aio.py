@@ -324,3 +324,111 @@ def test_aio_refuses_what_is_not_kcont() -> None:
             await aio.idle(object())  # type: ignore[arg-type]
 
     run(main())
+
+
+# -- lost wake-ups, searched on deterministic interleavings ------------------------------------
+
+
+def _checked_sim_class() -> Any:
+    from kcont.interleave import InterleavedSim
+
+    class CheckedSim(InterleavedSim):
+        """Also checks after every step that no registered callback waiter
+        is satisfied: the transition that satisfies one must fire it."""
+
+        def _check_waiters(self) -> None:
+            super()._check_waiters()
+            with self._lock:
+                for waiters in self._callback_waiters.values():
+                    for waiter in waiters:
+                        if waiter.ready_locked():
+                            self.lost_wakeups.append(f"{type(waiter).__name__} satisfied, not fired")
+
+    return CheckedSim
+
+
+class _RecordingLoop:
+    """Stands for an event loop: records the futures a waiter completes."""
+
+    def __init__(self) -> None:
+        self.woken: list[object] = []
+
+    def create_future(self) -> object:
+        return object()
+
+    def call_soon_threadsafe(self, callback: Any, future: object) -> None:
+        self.woken.append(future)
+
+
+def test_no_interleaving_loses_a_callback_wakeup() -> None:
+    """User threads register flush, not-running and idle waiters, the way
+    kcont.aio does, while others stop, replace and re-arm a continuation that
+    re-arms itself, at preemption points drawn from a seed.  Once all is
+    over, every waiter was completed by a transition, exactly once."""
+    registered = sum(_interleaved_waits(seed) for seed in range(60))
+    assert registered > 200, "the scenarios hardly ever waited: they test little"
+
+
+def _interleaved_waits(seed: int) -> int:
+    """One interleaving of the scenario above; returns how many waiters it registered."""
+    import random
+
+    from kcont import _core
+
+    rng = random.Random(seed)
+    sim = _checked_sim_class()(ncpu=2, seed=seed)
+    loop = _RecordingLoop()
+    waiters: list[Any] = []
+    with sim:
+        runs = [0]
+
+        def rearming(arg: None, kc: Continuation[None]) -> None:
+            runs[0] += 1
+            sim.yield_now("fn")
+            if runs[0] < 4:
+                kc.schedule(rng.choice((0, 0, 1)), ack=True)
+
+        kc = sim.continuation(rng.choice((kcont.wq_softnet, kcont.wq_prilow)), rearming, None)
+
+        def register() -> None:
+            for _ in range(4):
+                with sim._lock:
+                    kinds = [aio._FlushWaiter(loop, kc, kc._commits), aio._NotRunningWaiter(loop, kc)]  # type: ignore[arg-type]
+                    kinds.append(aio._IdleWaiter(loop, sim))  # type: ignore[arg-type]
+                    for waiter in kinds:
+                        if not waiter.ready_locked():
+                            _core.waiters.register_locked(sim, waiter)
+                            waiters.append(waiter)
+                sim.yield_now("registered")
+
+        def mutate() -> None:
+            for _ in range(4):
+                action = rng.choice(("schedule", "stop", "replace", "timer"))
+                try:
+                    if action == "schedule":
+                        kc.schedule()
+                    elif action == "stop":
+                        kc.stop()
+                    elif action == "replace":
+                        kc.schedule(0, ack=True)
+                    else:
+                        kc.schedule(2, ack=True)
+                except kcont.BusyError:
+                    pass
+                sim.yield_now(action)
+
+        kc.schedule()
+        sim.spawn(register, "register")
+        sim.spawn(mutate, "mutate")
+        sim.spawn(mutate, "mutate2")
+        sim.run_threads(3000, drain_ticks=10)
+        assert not sim.errors()
+        assert sim.lost_wakeups == [], f"seed {seed}"
+        sim.close()
+        _core.waiters.deliver(sim)
+        assert not (kc.queued or kc.running), seed
+        assert [w for w in waiters if w.registered] == [], f"seed {seed}: a wake-up was lost"
+        assert sorted(map(id, loop.woken)) == sorted(id(w.future) for w in waiters), seed
+        sim.shutdown(cancel=True)
+    assert_nothing_left(sim)
+    return len(waiters)
