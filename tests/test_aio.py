@@ -393,8 +393,9 @@ def _interleaved_waits(seed: int) -> int:
         def register() -> None:
             for _ in range(4):
                 with sim._lock:
-                    kinds = [aio._FlushWaiter(loop, kc, kc._commits), aio._NotRunningWaiter(loop, kc)]  # type: ignore[arg-type]
-                    kinds.append(aio._IdleWaiter(loop, sim))  # type: ignore[arg-type]
+                    flush = aio._FlushWaiter(loop, kc)  # type: ignore[arg-type]
+                    flush.target = kc._commits
+                    kinds = [flush, aio._NotRunningWaiter(loop, kc), aio._IdleWaiter(loop, sim)]  # type: ignore[arg-type]
                     for waiter in kinds:
                         if not waiter.ready_locked():
                             _core.waiters.register_locked(sim, waiter)

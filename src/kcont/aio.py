@@ -59,7 +59,9 @@ __all__ = ["flush", "halt", "idle"]
 
 
 class _LoopWaiter(CallbackWaiter):
-    """A callback waiter that completes an asyncio future of its loop."""
+    """A callback waiter that completes an asyncio future of its loop.
+    Created before the state lock is taken: ``create_future`` is the loop's
+    code."""
 
     __slots__ = ("future", "loop")
 
@@ -81,13 +83,14 @@ def _resolve(future: asyncio.Future[None]) -> None:
 
 
 class _FlushWaiter(_LoopWaiter):
-    """Until no invocation committed by serial ``target`` is queued or running."""
+    """Until no invocation committed by serial ``target`` (set under the
+    state lock, when the wait is decided) is queued or running."""
 
     __slots__ = ("target",)
 
-    def __init__(self, loop: asyncio.AbstractEventLoop, kc: Continuation[Any], target: int) -> None:
+    def __init__(self, loop: asyncio.AbstractEventLoop, kc: Continuation[Any]) -> None:
         super().__init__(loop, kc)
-        self.target = target
+        self.target = 0
 
     def ready_locked(self) -> bool:
         kc: Continuation[Any] = self.kc  # type: ignore[assignment]
@@ -157,12 +160,12 @@ async def flush(kc: Continuation[Any]) -> bool:
         TypeError: ``kc`` is not a continuation.
     """
     kc = _check_kc(kc)
-    loop = asyncio.get_running_loop()
+    waiter = _FlushWaiter(asyncio.get_running_loop(), kc)
     rt: RuntimeCore = kc._wq.rt
     with rt._lock:
         if not kc._flags & (QUEUED | RUNNING) or kc._runner == get_ident():
             return False
-        waiter = _FlushWaiter(loop, kc, kc._commits)  # serials: see Continuation.flush
+        waiter.target = kc._commits  # invocations are numbered: see Continuation.flush
         register_locked(rt, waiter)
     await _wait(rt, waiter)
     return True
@@ -182,16 +185,15 @@ async def halt(kc: Continuation[Any]) -> bool:
         TypeError: ``kc`` is not a continuation.
     """
     kc = _check_kc(kc)
-    loop = asyncio.get_running_loop()
+    waiter = _NotRunningWaiter(asyncio.get_running_loop(), kc)
     rt: RuntimeCore = kc._wq.rt
-    waiter = None
     with rt._lock:
         expired = kc._stop_locked()
-        if kc._flags & RUNNING and kc._runner != get_ident():
+        wait = bool(kc._flags & RUNNING) and kc._runner != get_ident()
+        if wait:
             rt._halting[kc] = rt._halting.get(kc, 0) + 1
-            waiter = _NotRunningWaiter(loop, kc)
             register_locked(rt, waiter)
-    if waiter is None:
+    if not wait:
         _wake_fired(rt)
         return expired
     try:
@@ -217,10 +219,9 @@ async def idle(rt: RuntimeCore) -> None:
     """
     if not isinstance(rt, RuntimeCore):
         raise TypeError(f"expected a kcont runtime, not {type(rt).__name__}")
-    loop = asyncio.get_running_loop()
+    waiter = _IdleWaiter(asyncio.get_running_loop(), rt)
     with rt._lock:
-        if not rt._running and not rt._queued_locked():
+        if waiter.ready_locked():
             return
-        waiter = _IdleWaiter(loop, rt)
         register_locked(rt, waiter)
     await _wait(rt, waiter)
