@@ -307,6 +307,8 @@ class RuntimeCore:
         for i, cpu in enumerate(self.cpus):
             cpu.rqs[wq.band].remove(wq.rqs[i])
         self._rank_locked(wq.band)
+        if self._timing is not None:
+            self._timing.forget_locked(wq)
 
     @property
     def workqueues(self) -> tuple[Workqueue, ...]:

@@ -140,6 +140,11 @@ class QueueTiming:
             # Armed again, or stopped: the queued invocation, if any, is gone.
             self.committed.pop(key, None)
 
+    def forget_locked(self, wq: Workqueue) -> None:
+        """``wq`` was freed: drop its histograms."""
+        self.queue_wait.pop(wq, None)
+        self.run.pop(wq, None)
+
     def histograms_locked(self, wq: Workqueue) -> tuple[list[int], list[int]]:
         """Copies of ``wq``'s queue wait and run time histograms."""
         empty = [0] * HIST_BUCKETS

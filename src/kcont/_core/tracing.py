@@ -17,8 +17,10 @@ What a trace shows
       label, with ``args``: ``queue`` (the workqueue), ``cpu``,
       ``queue_wait`` (from the commit of the invocation, an immediate
       schedule or a timer's expiry, to its start), ``lock_wait`` (from the
-      moment its sub-queue parked on a busy lock or on the continuation
-      still running elsewhere, to its start; 0 if it never parked) and
+      moment the dispatcher found its lock busy, or the continuation still
+      running elsewhere, and parked it, to its start; 0 if it was never the
+      entry found blocked: those queued behind it count that time in
+      ``queue_wait`` only) and
       ``outcome`` (``end``, or the name of the exception it raised).
     * Optionally, instant events (``"ph": "i"``) for ``schedule``,
       ``expire``, ``park``, ``stop`` and ``destroy``, on the track of the
