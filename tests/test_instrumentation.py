@@ -118,7 +118,7 @@ def test_slow_threshold_counts_real_time_on_the_simulator(caplog: pytest.LogCapt
         rt.run_until_idle()
     assert any("sleepy" in r.getMessage() for r in caplog.records)
     rt.slow_threshold = None
-    assert rt._watch is None  # nothing left for the dispatch function to do
+    assert rt._time_funcs is False  # nothing left for the dispatch function to do
 
 
 def test_histograms_count_every_invocation_per_queue() -> None:

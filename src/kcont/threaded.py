@@ -153,14 +153,14 @@ class Runtime(RuntimeCore):
             self._trace_kept = trace
         if histograms:
             self._timing = QueueTiming()
-        if slow_threshold is not None:
-            self.slow_threshold = slow_threshold
         self.max_thread_workers = max_thread_workers
         self.stall_threshold = seconds["stall_threshold"]
         self.idle_timeout = seconds["idle_timeout"]
         self._kick = self._kick_worker_locked
         self._time_funcs = True
         self._clock = self._now
+        if slow_threshold is not None:
+            self.slow_threshold = slow_threshold  # after _clock: it counts real time
         self._t0 = time.monotonic_ns()
         self._ended = threading.Condition(self._lock)
         self._stopping = False  # S: workers exit once their band is drained

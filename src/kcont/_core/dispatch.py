@@ -19,7 +19,8 @@ Sequence (FreeBSD ``softclock_call_cc`` is the model)
        made under the lock while the entry waited is honoured.
     3. Without any lock of ours: call ``func(arg, kc)`` in a fresh copy of the
        context captured by ``schedule`` (as asyncio's ``call_soon``); with
-       instruments or a slow threshold set (``rt._watch``), through
+       instruments or a slow threshold set (``rt._time_funcs`` is then a
+       ``Watch``), through
        :func:`kcont._core.instruments.watched_call`, which calls the
        instruments around it, still without any lock.
     4. Under the state lock, end the invocation and count it; then release
@@ -31,7 +32,7 @@ Sequence (FreeBSD ``softclock_call_cc`` is the model)
     4a. Callback waiters (:mod:`kcont._core.waiters`) that the end fired are
        woken with no lock held, once the invocation is fully accounted (and
        traced), before the next one starts; those fired elsewhere (by a
-       stop) are woken at the start of every call.
+       stop) are woken by a call that finds nothing to run.
     5. An exception from ``func`` (or from releasing its lock; if both
        raise, the release's, chained to ``func``'s as by a ``finally``
        clause, so neither is lost) goes to the runtime's exception handler,
@@ -68,18 +69,19 @@ def dispatch(rt: RuntimeCore, cpu: CPU, bands: Sequence[int], limit: int = 1) ->
     queues of ``bands`` (band indices, in order: ``ALL_BANDS`` for the
     simulator, one band for a worker).  Returns the last one run, or None if
     none could start."""
-    if rt._callbacks_ready:  # fired by a stop or replacement elsewhere: wake them now
-        deliver(rt)
     ready = cpu.ready
     for band in bands:
         if ready[band]:
             break
     else:
+        if rt._callbacks_ready:  # fired by a stop or a replacement: a CPU with time wakes them
+            deliver(rt)
         return None  # a hint read without the lock: callers re-check under it
     lock = rt._lock
     trace = rt._trace
+    # False, True (a real-time runtime: time the functions) or a Watch
+    # (instruments or a slow threshold: see kcont._core.instruments).
     time_funcs = rt._time_funcs
-    watch = rt._watch  # instruments, slow threshold: None unless asked for
     # Continuations run by this call, kept until the state lock is released
     # for good: a continuation nobody else references dies with our last
     # reference, and the __del__ of its function, argument or context values
@@ -115,17 +117,16 @@ def dispatch(rt: RuntimeCore, cpu: CPU, bands: Sequence[int], limit: int = 1) ->
             lock.release()
             failure: BaseException | None = None
             elapsed = 0
-            if watch is not None:
-                failure, elapsed = watched_call(rt, watch, cpu, kc, ctx, func, arg)
-                if not time_funcs:
-                    elapsed = 0  # func_ns counts real time on real-time runtimes only
-            elif time_funcs:
-                started = perf_counter_ns()
-                try:
-                    ctx.run(func, arg, kc)
-                except BaseException as exc:  # contained, reported below
-                    failure = exc
-                elapsed = perf_counter_ns() - started
+            if time_funcs:
+                if time_funcs is True:
+                    started = perf_counter_ns()
+                    try:
+                        ctx.run(func, arg, kc)
+                    except BaseException as exc:  # contained, reported below
+                        failure = exc
+                    elapsed = perf_counter_ns() - started
+                else:
+                    failure, elapsed = watched_call(rt, time_funcs, cpu, kc, ctx, func, arg)
             else:
                 try:
                     ctx.run(func, arg, kc)

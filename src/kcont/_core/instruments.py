@@ -5,9 +5,8 @@ What it owns
     :class:`Watch`, an immutable snapshot of the instruments of a runtime
     (``RuntimeCore.add_instrument``) and of its ``slow_threshold``, and
     :func:`watched_call`, which the dispatch function uses instead of a bare
-    call while a watch is set.  With no instrument and no threshold the
-    runtime's watch is None and the dispatch function pays one test per
-    invocation.
+    call while a watch is set.  With no instrument and no threshold there is
+    no watch, and the dispatch function pays nothing for them.
 
 Instruments (trio's ``Instrument`` is the model)
     Any object with a ``before_invocation(kc, cpu)`` method, an
@@ -29,8 +28,10 @@ Slow invocations
     continuation that is always slow does not flood the log.
 
 Locking
-    ``RuntimeCore._watch`` is replaced (never changed in place) under the
-    state lock; the dispatch function reads it once per call, so an
+    The watch is replaced (never changed in place) under the state lock, in
+    ``RuntimeCore._time_funcs``, which the dispatch function already reads
+    once per call and tests once per invocation (True there means "time the
+    function", on a real-time runtime); so an
     instrument added or removed meanwhile takes effect at its next call.
     :class:`SlowReporter` has its own lock, taken alone, never across the
     logging call.
@@ -125,22 +126,25 @@ class Hook:
 
 
 class Watch:
-    """What :func:`watched_call` does around each invocation (immutable)."""
+    """What :func:`watched_call` does around each invocation (immutable).
+    ``count_time``: the runtime counts functions' time in ``func_ns`` (real
+    time runtimes only)."""
 
-    __slots__ = ("after", "before", "hooks", "slow_ns")
+    __slots__ = ("after", "before", "count_time", "hooks", "slow_ns")
 
-    def __init__(self, hooks: tuple[Hook, ...], slow_ns: int | None) -> None:
+    def __init__(self, hooks: tuple[Hook, ...], slow_ns: int | None, count_time: bool) -> None:
         self.hooks = hooks
         self.before = tuple(h for h in hooks if h.before is not None)
         self.after = tuple(h for h in hooks if h.after is not None)
         self.slow_ns = slow_ns
+        self.count_time = count_time
 
 
-def make_watch(hooks: tuple[Hook, ...], slow_ns: int | None) -> Watch | None:
+def make_watch(hooks: tuple[Hook, ...], slow_ns: int | None, count_time: bool) -> Watch | None:
     """The watch for these settings, or None if there is nothing to do."""
     if not hooks and slow_ns is None:
         return None
-    return Watch(hooks, slow_ns)
+    return Watch(hooks, slow_ns, count_time)
 
 
 def watched_call(
@@ -148,7 +152,8 @@ def watched_call(
 ) -> tuple[BaseException | None, int]:
     """Call ``func(arg, kc)`` in ``ctx`` with the instruments around it, and
     report it if slow.  Returns what it raised (or None) and how long it ran
-    in nanoseconds.  Called with no lock held."""
+    in nanoseconds, for ``func_ns`` (0 unless ``watch.count_time``).  Called
+    with no lock held."""
     for hook in watch.before:
         if hook.alive:
             try:
@@ -171,7 +176,7 @@ def watched_call(
     slow_ns = watch.slow_ns
     if slow_ns is not None and elapsed > slow_ns:
         rt._slow.report(rt, kc, elapsed, slow_ns)
-    return failure, elapsed
+    return failure, elapsed if watch.count_time else 0
 
 
 class SlowReporter:

@@ -147,10 +147,7 @@ class RuntimeCore:
         # kcont._core.waiters.
         self._callback_waiters: dict[Continuation[Any] | None, dict[CallbackWaiter, None]] = {}
         self._callbacks_ready: list[CallbackWaiter] = []
-        # S: instruments and slow threshold, replaced as a whole (see
-        # kcont._core.instruments); None: the dispatch function calls bare.
-        self._watch: Watch | None = None
-        self._hooks: tuple[Hook, ...] = ()  # S
+        self._hooks: tuple[Hook, ...] = ()  # S: instruments (kcont._core.instruments)
         self._slow_ns: int | None = None  # S
         self._slow = SlowReporter()
         # S: run queues parked until a given continuation stops RUNNING.
@@ -166,7 +163,9 @@ class RuntimeCore:
             self._add_workqueue_locked(p.name, p.pri, WQ_PERCPU, predefined=True) for p in PREDEFINED
         )
         self._failed = 0  # S: functions that raised
-        self._time_funcs = False  # measure time spent in functions (real time only)
+        # S: True to time the functions (real time only), or the Watch of
+        # the instruments and slow threshold (see _set_watch_locked).
+        self._time_funcs: bool | Watch = False
         # The tick source for arming timers; None: virtual time, where the
         # wheel's position (``_wheel.now``) is the current tick.
         self._clock: Callable[[], int] | None = None
@@ -422,7 +421,10 @@ class RuntimeCore:
     def _set_watch_locked(self, hooks: tuple[Hook, ...], slow_ns: int | None) -> None:
         self._hooks = hooks
         self._slow_ns = slow_ns
-        self._watch = make_watch(hooks, slow_ns)
+        real_time = self._clock is not None
+        watch = make_watch(hooks, slow_ns, count_time=real_time)
+        # One attribute for the dispatch function to test, which it did anyway.
+        self._time_funcs = real_time if watch is None else watch
 
     def _drop_hook(self, hook: Hook, method: str, exc: BaseException) -> None:
         """An instrument raised (no lock held): log it and remove it."""
