@@ -29,8 +29,12 @@ On the simulated runtime
     A :class:`~kcont.SimRuntime` makes progress only when it is stepped.  An
     await registers its waiter as on the threaded runtime and completes when
     some code steps the simulator (``step``, ``run_until_idle``, ``advance``),
-    typically another task of the same loop that drives it: nothing steps it
-    for you, and an await nobody drives waits for ever (give it a timeout).
+    typically another task of the same loop that drives it: at the step that
+    ends the invocation, or, for a stop or a replacement made outside
+    ``kcont.aio``, at the next step that finds a CPU with nothing to run
+    (``run_until_idle`` and ``advance`` always end with one).  Nothing steps
+    it for you, and an await nobody drives waits for ever (give it a
+    timeout).
     The synchronous ``kc.flush()`` / ``kc.halt()``, which step the simulator
     themselves, remain the simple choice there.
 

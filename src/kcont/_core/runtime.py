@@ -199,8 +199,9 @@ class RuntimeCore:
     def _kick_callbacks_locked(self) -> None:
         """Callback waiters fired outside the dispatch function (a stop, a
         replacement): have them woken soon (see :mod:`kcont._core.waiters`).
-        By default the next call of the dispatch function does it (the
-        simulator: its next step)."""
+        By default a call of the dispatch function that finds nothing to run
+        does it (the simulator: ``run_until_idle`` and ``advance`` end with
+        one)."""
 
     def _preempt(self, where: str) -> None:
         """A preemption point inside a wait (``halt``, ``flush``,

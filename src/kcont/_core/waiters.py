@@ -26,8 +26,9 @@ How a wait is registered and completed
        before it starts another one; a transition made elsewhere (a stop, a
        replacement, a shutdown) asks the runtime to deliver them
        (``RuntimeCore._kick_callbacks_locked``: the threaded runtime's timer
-       thread does it), and every call of the dispatch function delivers
-       what is left (on the simulated runtime, the next step does it).
+       thread does it), and a call of the dispatch function that finds
+       nothing to run delivers what is left (on the simulated runtime:
+       ``run_until_idle`` and ``advance`` always end with one).
 
     A waiter given up (its task was cancelled) leaves with
     :func:`unregister_locked`; one already fired is woken all the same, and
@@ -36,9 +37,9 @@ How a wait is registered and completed
 
 Cost
     Nothing while no callback waiter is registered: the core only looks at
-    ``rt._callback_waiters`` on its slow path (``rt._ended_waiters`` non-zero),
-    and the dispatch function tests ``rt._callbacks_ready`` once per call
-    plus one local per invocation.
+    ``rt._callback_waiters`` on its slow path (``rt._ended_waiters`` non-zero);
+    the dispatch function tests one local per invocation, and
+    ``rt._callbacks_ready`` only when it finds nothing to run.
 
 Locking
     S (the state lock): ``rt._callback_waiters``, ``rt._callbacks_ready``,
