@@ -54,6 +54,7 @@ from .workqueue import (
     BAND_THREAD,
     PREDEFINED,
     WQ_PERCPU,
+    PredefinedQueue,
     Workqueue,
     check_pri,
     check_wq_flags,
@@ -66,6 +67,8 @@ if TYPE_CHECKING:
     from .waiters import CallbackWaiter
 
 logger = logging.getLogger("kcont")
+
+_WQ_PRILOW = next(handle for handle in PREDEFINED if handle.name == "wq_prilow")  # submit's default
 
 ExceptionHandler = Callable[["Continuation[Any]", BaseException], None]
 
@@ -450,7 +453,7 @@ class RuntimeCore:
         func: Callable[[Any], Any],
         arg: Any = None,
         *,
-        wq: Any = None,
+        wq: Workqueue | PredefinedQueue = _WQ_PRILOW,
         lock: Mutex | None = None,
         cpu: CPU | None = None,
         name: str | None = None,

@@ -38,15 +38,11 @@ from typing import TYPE_CHECKING, Any
 from ..errors import DestroyedError
 from .flags import QUEUED, RUNNING
 from .waiters import CallbackWaiter, register_locked
-from .workqueue import PREDEFINED
 
 if TYPE_CHECKING:
     from .continuation import Continuation
     from .mutex import Mutex
     from .runtime import CPU, RuntimeCore
-
-_WQ_PRILOW = next(handle for handle in PREDEFINED if handle.name == "wq_prilow")
-
 
 class _Job:
     __slots__ = ("arg", "func", "future")
@@ -124,7 +120,7 @@ def submit(
         raise TypeError(f"func must be callable, not {type(func).__name__}")
     future: Future[Any] = Future()
     kc = rt.continuation(
-        _WQ_PRILOW if wq is None else wq,
+        wq,
         _run,
         _Job(func, arg, future),
         lock=lock,
