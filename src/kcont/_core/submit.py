@@ -44,6 +44,7 @@ if TYPE_CHECKING:
     from .mutex import Mutex
     from .runtime import CPU, RuntimeCore
 
+
 class _Job:
     __slots__ = ("arg", "func", "future")
 
