@@ -176,3 +176,20 @@ def test_watch_is_read_once_per_dispatch_call_and_applies_to_later_ones() -> Non
         Continuation(kcont.wq_softnet, lambda a, k: None, None, name="next").schedule()
         rt.run_until_idle()
     assert [c[:2] for c in recorder.calls] == [("before", "next"), ("after", "next")]
+
+
+def test_a_removed_instrument_is_not_called_again() -> None:
+    """Removed from inside an invocation, an instrument does not even see
+    that invocation's end: removal applies at once, not at the next batch."""
+    rt = SimRuntime(ncpu=1)
+    recorder = Recorder(rt)
+    rt.add_instrument(recorder)
+
+    def removes(arg: None, kc: Any) -> None:
+        rt.remove_instrument(recorder)
+
+    with rt:
+        Continuation(kcont.wq_softnet, removes, None, name="removes").schedule()
+        Continuation(kcont.wq_softnet, lambda a, k: None, None, name="next").schedule()
+        rt.run_until_idle()
+    assert [c[:2] for c in recorder.calls] == [("before", "removes")]

@@ -119,8 +119,8 @@ class Hook:
         self.instrument = instrument
         self.before = before
         self.after = after
-        # Cleared (by a worker, without a lock) once the instrument raised, so
-        # that a snapshot taken before its removal stops calling it; a stale
+        # Cleared when the instrument is removed (or raised), so that the
+        # watches taken before stop calling it; read without a lock: a stale
         # read costs at most one more call.
         self.alive = True
 

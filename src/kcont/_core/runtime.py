@@ -371,10 +371,10 @@ class RuntimeCore:
         ``instrument.after_invocation(kc, cpu, elapsed_ns, exc)`` after every
         invocation (either method may be missing; see
         :class:`~kcont.Instrument`), on the thread that runs it, with no lock
-        of the runtime held.  An instrument that raises is
-        logged and removed.  Adding one already added does nothing.  Takes
-        effect at the next invocation a worker picks up (one running keeps
-        the instruments it started with).
+        of the runtime held.  An instrument that raises is logged and
+        removed.  Adding one already added does nothing.  Takes effect from
+        the next call of the dispatch function (a worker's next batch of at
+        most 64 invocations).
 
         Raises:
             TypeError: ``instrument`` has neither method, or one is not callable.
@@ -386,7 +386,8 @@ class RuntimeCore:
             self._set_watch_locked((*self._hooks, hook), self._slow_ns)
 
     def remove_instrument(self, instrument: object) -> None:
-        """Stop calling ``instrument``.
+        """Stop calling ``instrument``: no call of it begins once this
+        returns (one already begun on another thread may still be running).
 
         Raises:
             KeyError: it is not an instrument of this runtime.
@@ -395,6 +396,9 @@ class RuntimeCore:
             hooks = tuple(hook for hook in self._hooks if hook.instrument is not instrument)
             if len(hooks) == len(self._hooks):
                 raise KeyError(instrument)
+            for hook in self._hooks:
+                if hook.instrument is instrument:
+                    hook.alive = False  # for the batches running with the old watch
             self._set_watch_locked(hooks, self._slow_ns)
 
     @property
