@@ -169,9 +169,11 @@ def dispatch(rt: RuntimeCore, cpu: CPU, bands: Sequence[int], limit: int = 1) ->
                 # with no lock held.
                 woken = take_ready_locked(rt)
                 lock.release()
-                wake_all(woken)  # never raises
-                del woken  # the last references to them go with no lock held
-                lock.acquire()
+                try:
+                    wake_all(woken)
+                    del woken  # the last references to them go with no lock held
+                finally:
+                    lock.acquire()
             if failure is not None:
                 lock.release()
                 try:
