@@ -39,6 +39,7 @@ napoleon_custom_sections = ["Context"]
 nitpick_ignore_regex = [
     ("py:class", r"(int|str|bool|float|bytes|object|type|dict|list|tuple|set|frozenset|None|Any)"),
     ("py:class", r"(typing|collections\.abc|threading|contextvars|logging|types|errno|socket)\..*"),
+    ("py:class", r"(concurrent\.futures\.|asyncio\.|os\.)?(Future|PathLike|AbstractEventLoop)"),
     ("py:class", r"(Callable|Iterator|Iterable|Mapping|Sequence|Generator|NamedTuple|Generic)"),
     ("py:(exc|class)", r"(Exception|BaseException|RuntimeError|ValueError|TypeError|OSError|TimeoutError)"),
     # The type variable of a continuation's argument (Continuation[A]).

@@ -676,6 +676,46 @@ add(
 )
 add("TraceEvent", "missing fields", lambda e: kcont.TraceEvent(), TypeError)
 
+# Types of stats() (TypedDicts: plain dicts at run time) and the instrument base.
+for _name in ("CounterStats", "QueueStats", "RuntimeStats", "ThreadedRuntimeStats", "WorkerStats"):
+    add(_name, "not a mapping", lambda e, n=_name: getattr(kcont, n)(1), TypeError)
+    add(_name, "a shape of stats()", lambda e, n=_name: getattr(kcont, n)(cpu=0), Returns({"cpu": 0}))
+add("Instrument", "arguments", lambda e: kcont.Instrument(1), TypeError)
+
+# Instruments, slow threshold, trace export and submit (both runtimes).
+add("RuntimeCore", "add_instrument without methods", lambda e: e.rt.add_instrument(object()), TypeError)
+add(
+    "RuntimeCore",
+    "add_instrument of an Instrument overriding nothing",
+    lambda e: e.rt.add_instrument(kcont.Instrument()),
+    TypeError,
+)
+add("RuntimeCore", "remove_instrument never added", lambda e: e.rt.remove_instrument(object()), KeyError)
+add("RuntimeCore", "slow_threshold=-1", lambda e: setattr(e.rt, "slow_threshold", -1), InvalidArgumentError)
+add("RuntimeCore", "slow_threshold='x'", lambda e: setattr(e.rt, "slow_threshold", "x"), TypeError)
+add(
+    "RuntimeCore",
+    "export_trace without trace=True",
+    lambda e: e.rt.export_trace("/nonexistent/trace.json"),
+    InvalidArgumentError,
+)
+add("RuntimeCore", "submit(not callable)", lambda e: e.rt.submit(1), TypeError)
+add(
+    "RuntimeCore",
+    "submit on another runtime's queue",
+    lambda e: e.rt.submit(_f, wq=e.other_wq),
+    InvalidArgumentError,
+)
+add("RuntimeCore", "submit on a shut-down runtime", lambda e: e.closed_runtime()[0].submit(_f), ShutdownError)
+add("Runtime", "trace='yes'", lambda e: Runtime(ncpu=1, trace="yes"), TypeError, kinds=_T)
+add(
+    "Runtime",
+    "slow_threshold=0",
+    lambda e: _runtime_or_shutdown(slow_threshold=0),
+    InvalidArgumentError,
+    kinds=_T,
+)
+
 # The C-style API: every function refuses a non-continuation, then its own cases.
 for _name in capi.__all__:
     if _name.startswith("kcont_") and _name not in {

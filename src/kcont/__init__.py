@@ -9,15 +9,19 @@ rules and dispatch function run on a deterministic simulated runtime
 (:class:`SimRuntime`) and on real threads (:class:`Runtime`).
 
 The Pythonic API is the primary one; the seed's ``kcont_*`` names live in
-:mod:`kcont.capi` and are re-exported here.
+:mod:`kcont.capi` and are re-exported here.  :mod:`kcont.aio` (imported on
+its own, as it imports asyncio) awaits flushes, halts and idleness from
+asyncio.
 """
 
 from __future__ import annotations
 
 from . import capi
 from ._core.continuation import Continuation, check_func
+from ._core.instruments import Instrument
 from ._core.mutex import Mutex
 from ._core.runtime import CPU, RuntimeCore, ShutdownAccount, bind_cpu, curcpu, current_runtime
+from ._core.stats import CounterStats, QueueStats, RuntimeStats, ThreadedRuntimeStats, WorkerStats
 from ._core.workqueue import (
     MAXPRI,
     PRI_SOFT_MIN,
@@ -94,9 +98,11 @@ __all__ = [
     "WQ_PERCPU",
     "BusyError",
     "Continuation",
+    "CounterStats",
     "DestroyedError",
     "ForkedRuntimeError",
     "HaltTimeoutError",
+    "Instrument",
     "InvalidArgumentError",
     "KcontError",
     "Mutex",
@@ -106,13 +112,17 @@ __all__ = [
     "Periodic",
     "PeriodicRun",
     "PredefinedQueue",
+    "QueueStats",
     "Runtime",
     "RuntimeCore",
+    "RuntimeStats",
     "ShutdownAccount",
     "ShutdownError",
     "SimDeadlockError",
     "SimRuntime",
+    "ThreadedRuntimeStats",
     "TraceEvent",
+    "WorkerStats",
     "Workqueue",
     "WorkqueueReleasedError",
     "__version__",

@@ -204,7 +204,7 @@ def kcont_ack(kc: Continuation[Any]) -> bool:
 def kcont_workqueue_acquire(pri: int, flags: int = 0) -> Workqueue:
     """The current runtime's queue for ``(pri, flags)``: the same criteria
     give the same queue.  ``flags`` may be ``WQ_PERCPU``."""
-    return current_runtime().acquire_workqueue(pri, flags)  # type: ignore[no-any-return]
+    return current_runtime().acquire_workqueue(pri, flags)
 
 
 def kcont_workqueue_release(wq: Workqueue) -> int:

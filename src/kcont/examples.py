@@ -88,7 +88,7 @@ def simulated_tour(
         if event.event in ("schedule",) and event.name.startswith("idle"):
             continue  # the re-arms: one per delivery, summarised below
         say(f"  {event.tick:3d} {event.event:8s} {event.name:18s} cpu{event.cpu}")
-    totals = rt.stats()["totals"]
+    totals: dict[str, object] = dict(rt.stats()["totals"])
     shown = ("scheduled", "armed", "invoked", "lock_waits", "stopped")
     say("totals: " + ", ".join(f"{key}={totals[key]}" for key in shown))
     if record is not None:

@@ -90,7 +90,8 @@ class SimRuntime(RuntimeCore):
             when :meth:`advance` is called).
         seed: None for round-robin CPU choice, or a seed for a reproducible
             pseudo-random choice.
-        trace: record a trace of events (see :class:`TraceEvent`).
+        trace: record a trace of events (see :class:`TraceEvent`), which
+            :meth:`~kcont.RuntimeCore.export_trace` also writes as a Chrome trace.
         reraise: re-raise an exception of a continuation's function out of
             ``step``/``run_until_idle``/``advance`` (after counting it), so
             tests fail loudly.  Exceptions that are not ``Exception`` (such as
@@ -408,7 +409,7 @@ class SimRuntime(RuntimeCore):
         """The recorded events (empty unless created with ``trace=True``)."""
         if self._trace is None:
             return []
-        return [TraceEvent(tick, event, name, cpu, detail) for tick, event, name, cpu, detail in self._trace]
+        return [TraceEvent(*event[:5]) for event in self._trace]  # the rest serves export_trace
 
     # -- shutdown --------------------------------------------------------------
 

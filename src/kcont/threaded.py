@@ -96,6 +96,8 @@ from ._core.continuation import Continuation, expire_locked
 from ._core.dispatch import dispatch
 from ._core.runqueue import RunQueue
 from ._core.runtime import CPU, ForkedLock, RuntimeCore, ShutdownAccount, _tls, check_timeout, logger
+from ._core.stats import QueueTiming, ThreadedRuntimeStats
+from ._core.waiters import deliver
 from ._core.workqueue import BAND_NAMES, BAND_SOFT, BAND_THREAD
 from .errors import ForkedRuntimeError, HaltTimeoutError, InvalidArgumentError
 
@@ -177,6 +179,17 @@ class Runtime(RuntimeCore):
             invocation, while thread-level work waits, before another worker
             is started.
         idle_timeout: seconds after which an extra idle thread worker exits.
+        trace: record every schedule, expiry, start and end, with
+            ``time.perf_counter_ns`` stamps and thread idents, for
+            :meth:`~kcont.RuntimeCore.export_trace` (the list grows with every event: for
+            bounded runs).
+        histograms: keep per-queue log2 histograms of queue wait and run
+            time, in ``stats()`` (``queue_wait_ns``, ``run_ns``).
+        slow_threshold: seconds; a function that runs longer is reported by
+            a WARNING on the ``kcont`` logger (see ``slow_threshold``).
+
+    Tracing, histograms, instruments and the slow threshold cost nothing
+    when off.
 
     Context manager: inside ``with rt:`` it is the current runtime; leaving
     the block shuts it down (``shutdown(wait=True)``).
@@ -192,6 +205,9 @@ class Runtime(RuntimeCore):
         max_thread_workers: int = 4,
         stall_threshold: float = 0.02,
         idle_timeout: float = 5.0,
+        trace: bool = False,
+        histograms: bool = False,
+        slow_threshold: float | None = None,
     ) -> None:
         if ncpu is None:
             ncpu = _available_cpus()
@@ -205,14 +221,25 @@ class Runtime(RuntimeCore):
             if checked is None or checked <= 0:
                 raise InvalidArgumentError(f"{label} must be a number of seconds > 0, not {value!r}")
             seconds[label] = checked
+        if not isinstance(trace, bool) or not isinstance(histograms, bool):
+            raise TypeError("trace and histograms must be bools")
         self._pin_map = _pin_map(pin, ncpu)
         super().__init__(ncpu, hz, name)
+        self._trace_t0 = time.perf_counter_ns()
+        self._trace_clock = time.perf_counter_ns
+        if trace or histograms:
+            self._trace = []
+            self._trace_kept = trace
+        if histograms:
+            self._timing = QueueTiming()
         self.max_thread_workers = max_thread_workers
         self.stall_threshold = seconds["stall_threshold"]
         self.idle_timeout = seconds["idle_timeout"]
         self._kick = self._kick_worker_locked
         self._time_funcs = True
         self._clock = self._now
+        if slow_threshold is not None:
+            self.slow_threshold = slow_threshold  # after _clock: it counts real time
         self._t0 = time.monotonic_ns()
         self._ended = threading.Condition(self._lock)
         self._stopping = False  # S: workers exit once their band is drained
@@ -324,6 +351,8 @@ class Runtime(RuntimeCore):
             if band == BAND_THREAD:
                 self._thread_workers[cpu.index] -= 1
             raise
+        if self._trace is not None and thread.ident is not None:
+            self._thread_names[thread.ident] = thread.name  # tracks of an exported trace
         # Listed after it started (shutdown waits for every listed worker); it
         # cannot end before, since ending takes the state lock we hold.
         self._workers.append(worker)
@@ -459,12 +488,21 @@ class Runtime(RuntimeCore):
         self._wheel.expire_until(now, expired)
         for kc in expired:
             expire_locked(kc, now)
+            if self._trace is not None:
+                self._record("expire", kc, kc._rq.cpu)
             self._kick_worker_locked(kc._rq)
 
     def _timer_pass(self) -> int | None:
-        """One pass of the timer thread: expire due timers, check stalls.
+        """One pass of the timer thread: expire due timers, check stalls, then
+        (no lock held) deliver the callback waiters that became ready.
         Returns the monotonic time (ns) to wake at, None for no deadline, or
         ``_EXIT``."""
+        wake_ns = self._timer_pass_locked()
+        if self._callbacks_ready:  # see _kick_callbacks_locked
+            deliver(self)
+        return wake_ns
+
+    def _timer_pass_locked(self) -> int | None:
         with self._lock:
             if self._abandon or (self._stopping and not self._workers):
                 return _EXIT
@@ -498,6 +536,12 @@ class Runtime(RuntimeCore):
 
     def _notify_ended_locked(self) -> None:
         self._ended.notify_all()
+
+    def _kick_callbacks_locked(self) -> None:
+        # The timer thread wakes them: it looks after every wake-up, once it
+        # released the state lock, and a kick made while it works is seen by
+        # that look or wakes it again.
+        self._wake_timer_locked()
 
     def wait_idle(self, timeout: float | None = None) -> None:
         """Wait until nothing is queued or running (parked entries count as
@@ -589,6 +633,7 @@ class Runtime(RuntimeCore):
             deadline = None if timeout is None else time.monotonic() + timeout
             kept += self._drain(deadline)
             self._join(time.monotonic() + _JOIN_GRACE)
+            deliver(self)  # waiters fired by the last cancellations, if the timer thread had gone
             return self._account()
 
     def _drain(self, deadline: float | None) -> list[Any]:
@@ -629,21 +674,29 @@ class Runtime(RuntimeCore):
 
     # -- statistics ------------------------------------------------------------
 
-    def stats(self) -> dict[str, Any]:
+    def stats(self) -> ThreadedRuntimeStats:
         stats = super().stats()
         with self._lock:
-            stats["workers"] = [
-                {
-                    "cpu": cpu.index,
-                    "soft": sum(1 for w in self._workers if w.cpu_index == cpu.index and w.band == BAND_SOFT),
-                    "thread": self._thread_workers[cpu.index],
-                }
-                for cpu in self.cpus
-            ]
-            stats["extra_workers_started"] = self._spawned_extra
-            stats["timer_wakeups"] = self._timer_wakeups
-            stats["running"] = self._running
-        return stats
+            return {
+                **stats,
+                "workers": [
+                    {
+                        "cpu": cpu.index,
+                        "soft": sum(
+                            1 for w in self._workers if w.cpu_index == cpu.index and w.band == BAND_SOFT
+                        ),
+                        "thread": self._thread_workers[cpu.index],
+                    }
+                    for cpu in self.cpus
+                ],
+                "extra_workers_started": self._spawned_extra,
+                "timer_wakeups": self._timer_wakeups,
+                "running": self._running,
+            }
+
+    @property
+    def _trace_origin(self) -> int:
+        return self._trace_t0
 
 
 def _wake_one_locked(idle: list[_Worker]) -> None:

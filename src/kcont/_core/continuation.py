@@ -52,9 +52,9 @@ Locking
     read ``_flags`` without it (one attribute read: atomic, possibly stale, as
     NetBSD's ``callout_pending``).  Functions named ``*_locked`` require the
     state lock; the others take it.  A wait registers itself (``rt._halting``,
-    ``rt._ended_waiters``) in the same critical section as the decision to
-    wait, before it releases any lock, so no transition can fall between
-    them unseen.  A :class:`~kcont.Mutex` is never released
+    ``rt._ended_waiters``, a callback waiter of :mod:`kcont._core.waiters`)
+    in the same critical section as the decision to wait, before it releases
+    any lock, so no transition can fall between them unseen.  A :class:`~kcont.Mutex` is never released
     with the state lock held (its waiters take that lock).
 
     A continuation collected without ``destroy()`` unbinds from its queue
@@ -104,6 +104,7 @@ from .flags import (
 )
 from .mutex import Mutex
 from .runtime import CPU, _tls, check_timeout, current_runtime, label_of
+from .waiters import fire_locked
 from .workqueue import PredefinedQueue, Workqueue
 
 if TYPE_CHECKING:
@@ -385,8 +386,11 @@ class Continuation(Generic[A]):
         else:
             self._rq.remove_locked(self)
             self._flags = flags & ~QUEUED
-            if self._wq.rt._ended_waiters:
-                self._wq.rt._notify_ended_locked()  # a flush may wait for the replaced invocation
+            rt = self._wq.rt
+            if rt._ended_waiters:
+                rt._notify_ended_locked()  # a flush may wait for the replaced invocation
+                if rt._callback_waiters:
+                    fire_locked(rt, self, kick=True)
 
     def _refusal(self, code: int, cpu: CPU | None, nticks: int) -> Exception:
         if code == R_BUSY:
@@ -440,8 +444,12 @@ class Continuation(Generic[A]):
             rq.remove_locked(self)
             flags &= ~(QUEUED | INVOKING | EXPIRED)
             rq.stopped += 1
-            if self._wq.rt._ended_waiters:
-                self._wq.rt._notify_ended_locked()  # a flush may be waiting for it
+            rt = self._wq.rt
+            if rt._ended_waiters:
+                rt._notify_ended_locked()  # a flush may be waiting for it
+                if rt._callback_waiters:
+                    self._flags = flags & ~(PENDING | EXPIRED)  # as below: what the waiters check
+                    fire_locked(rt, self, kick=True)
         else:
             self._flags = flags & ~EXPIRED
             return bool(flags & EXPIRED)
@@ -902,10 +910,12 @@ def begin_locked(kc: Continuation[Any], runner: int) -> Context:
     return ctx.copy() if flags & SHARED_CTX else ctx  # type: ignore[union-attr,return-value]
 
 
-def end_locked(kc: Continuation[Any]) -> None:
+def end_locked(kc: Continuation[Any]) -> bool:
     """The function returned (or raised): clear RUNNING, and INVOKING unless
     a new invocation was committed meanwhile (QUEUED again: the function, or
-    another thread, acked and re-scheduled it; that INVOKING is the new one's)."""
+    another thread, acked and re-scheduled it; that INVOKING is the new one's).
+    Returns True if callback waiters fired: the caller wakes them
+    (:mod:`kcont._core.waiters`) once it has released the state lock."""
     flags = kc._flags & ~RUNNING
     if not flags & QUEUED:
         flags &= ~INVOKING
@@ -914,12 +924,14 @@ def end_locked(kc: Continuation[Any]) -> None:
     kc._release = None
     rt = kc._wq.rt
     if rt._run_waiters or rt._halting or rt._ended_waiters or flags & DESTROYED:
-        _ended_slow_locked(rt, kc, flags)
+        return _ended_slow_locked(rt, kc, flags)
+    return False
 
 
-def _ended_slow_locked(rt: RuntimeCore, kc: Continuation[Any], flags: int) -> None:
+def _ended_slow_locked(rt: RuntimeCore, kc: Continuation[Any], flags: int) -> bool:
     """The rare consequences of an invocation's end: wake sub-queues that
-    waited for it, re-stop it for a halt, finish a destroy, notify waiters."""
+    waited for it, re-stop it for a halt, finish a destroy, notify waiters.
+    Returns True if callback waiters fired (see :func:`end_locked`)."""
     waiters = rt._run_waiters.pop(kc, None)
     if waiters:
         for rq, key in waiters:
@@ -931,6 +943,9 @@ def _ended_slow_locked(rt: RuntimeCore, kc: Continuation[Any], flags: int) -> No
         kc._detach_locked()
     if rt._ended_waiters:
         rt._notify_ended_locked()
+        if rt._callback_waiters:
+            fire_locked(rt, kc, kick=False)
+    return bool(rt._callbacks_ready)  # a re-stop above may have fired some too
 
 
 def expire_locked(kc: Continuation[Any], now: int) -> None:

@@ -18,13 +18,21 @@ Sequence (FreeBSD ``softclock_call_cc`` is the model)
        ``arg`` and the context *after* the lock was taken, so a ``setarg``
        made under the lock while the entry waited is honoured.
     3. Without any lock of ours: call ``func(arg, kc)`` in a fresh copy of the
-       context captured by ``schedule`` (as asyncio's ``call_soon``).
+       context captured by ``schedule`` (as asyncio's ``call_soon``); with
+       instruments or a slow threshold set (``rt._time_funcs`` is then a
+       ``Watch``), through
+       :func:`kcont._core.instruments.watched_call`, which calls the
+       instruments around it, still without any lock.
     4. Under the state lock, end the invocation and count it; then release
        the lock this invocation must release (its own, or the one handed over
        by ``set_mutex`` inside ``func``), so that whoever takes it next finds
        the invocation over; then (if the limit allows) pick the next one.  Nothing but the continuation
        object itself, which the runtime keeps alive, is touched after ``func``
        returns.
+    4a. Callback waiters (:mod:`kcont._core.waiters`) that the end fired are
+       woken with no lock held, once the invocation is fully accounted (and
+       traced), before the next one starts; those fired elsewhere (by a
+       stop) are woken by a call that finds nothing to run.
     5. An exception from ``func`` (or from releasing its lock; if both
        raise, the release's, chained to ``func``'s as by a ``finally``
        clause, so neither is lost) goes to the runtime's exception handler,
@@ -48,6 +56,8 @@ from time import perf_counter_ns
 from typing import TYPE_CHECKING, Any
 
 from .continuation import begin_locked, end_locked
+from .instruments import watched_call
+from .waiters import deliver, take_ready_locked, wake_all
 
 if TYPE_CHECKING:
     from .continuation import Continuation
@@ -64,9 +74,13 @@ def dispatch(rt: RuntimeCore, cpu: CPU, bands: Sequence[int], limit: int = 1) ->
         if ready[band]:
             break
     else:
+        if rt._callbacks_ready:  # fired by a stop or a replacement: a CPU with time wakes them
+            deliver(rt)
         return None  # a hint read without the lock: callers re-check under it
     lock = rt._lock
     trace = rt._trace
+    # False, True (a real-time runtime: time the functions) or a Watch
+    # (instruments or a slow threshold: see kcont._core.instruments).
     time_funcs = rt._time_funcs
     # Continuations run by this call, kept until the state lock is released
     # for good: a continuation nobody else references dies with our last
@@ -104,12 +118,15 @@ def dispatch(rt: RuntimeCore, cpu: CPU, bands: Sequence[int], limit: int = 1) ->
             failure: BaseException | None = None
             elapsed = 0
             if time_funcs:
-                started = perf_counter_ns()
-                try:
-                    ctx.run(func, arg, kc)
-                except BaseException as exc:  # contained, reported below
-                    failure = exc
-                elapsed = perf_counter_ns() - started
+                if time_funcs is True:
+                    started = perf_counter_ns()
+                    try:
+                        ctx.run(func, arg, kc)
+                    except BaseException as exc:  # contained, reported below
+                        failure = exc
+                    elapsed = perf_counter_ns() - started
+                else:
+                    failure, elapsed = watched_call(rt, time_funcs, cpu, kc, ctx, func, arg)
             else:
                 try:
                     ctx.run(func, arg, kc)
@@ -120,8 +137,8 @@ def dispatch(rt: RuntimeCore, cpu: CPU, bands: Sequence[int], limit: int = 1) ->
             del ctx, func, arg
             held = kc._release  # only this thread changes it while RUNNING
             lock.acquire()
-            end_locked(kc)
-            rt._running -= 1
+            rt._running -= 1  # before end_locked: a waiter for idleness it fires must see it
+            fired = end_locked(kc)
             rq.invoked += 1
             if elapsed:
                 rq.func_ns += elapsed
@@ -146,6 +163,18 @@ def dispatch(rt: RuntimeCore, cpu: CPU, bands: Sequence[int], limit: int = 1) ->
                 rt._failed += 1
                 if trace is not None:
                     rt._record("raise", kc, cpu, failure)
+            if fired:
+                # Waiters of this invocation's end (kcont.aio, submit): woken
+                # once it is fully accounted, before the next one starts, and
+                # with no lock held.
+                woken = take_ready_locked(rt)
+                lock.release()
+                try:
+                    wake_all(woken)
+                    del woken  # the last references to them go with no lock held
+                finally:
+                    lock.acquire()
+            if failure is not None:
                 lock.release()
                 try:
                     rt._report_exception(kc, failure)

@@ -39,15 +39,18 @@ import threading
 import weakref
 from collections import deque
 from collections.abc import Callable, Iterator
+from concurrent.futures import Future
 from contextvars import Context
 from dataclasses import dataclass
 from types import BuiltinFunctionType, FunctionType, MethodType
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 from ..errors import ForkedRuntimeError, InvalidArgumentError, NoRuntimeError, ShutdownError
 from . import mutex as _mutex
 from .flags import DESTROYED, PENDING, QUEUED
+from .instruments import Hook, SlowReporter, Watch, hook_for, make_watch
 from .runqueue import COUNTERS
+from .stats import QueueTiming, RuntimeStats
 from .timerwheel import TimerWheel
 from .workqueue import (
     ALL_BANDS,
@@ -56,6 +59,7 @@ from .workqueue import (
     BAND_THREAD,
     PREDEFINED,
     WQ_PERCPU,
+    PredefinedQueue,
     Workqueue,
     check_pri,
     check_wq_flags,
@@ -63,9 +67,13 @@ from .workqueue import (
 
 if TYPE_CHECKING:
     from .continuation import Continuation
+    from .mutex import Mutex
     from .runqueue import RunQueue
+    from .waiters import CallbackWaiter
 
 logger = logging.getLogger("kcont")
+
+_WQ_PRILOW = next(handle for handle in PREDEFINED if handle.name == "wq_prilow")  # submit's default
 
 ExceptionHandler = Callable[["Continuation[Any]", BaseException], None]
 
@@ -139,7 +147,22 @@ class RuntimeCore:
         # S: objects whose last reference was dropped under the state lock,
         # kept until it is released (see _take_dropped_locked).
         self._dropped: list[Any] = []
+        # S: recorded events (``_record``); not None means events are
+        # recorded: kept in this list if ``_trace_kept``, and fed to
+        # ``_timing`` if histograms are on.
         self._trace: list[Any] | None = None
+        self._trace_kept = True
+        self._trace_clock: Callable[[], int] = self._now  # stamps of trace events
+        self._timing: QueueTiming | None = None  # S: histograms (Runtime(histograms=True))
+        self._thread_names: dict[int, str] = {}  # S: worker thread idents, for exported traces
+        # S: waits that hold no thread (kcont.aio, submit), per continuation
+        # (None: the whole runtime), and those fired and not yet woken: see
+        # kcont._core.waiters.
+        self._callback_waiters: dict[Continuation[Any] | None, dict[CallbackWaiter, None]] = {}
+        self._callbacks_ready: list[CallbackWaiter] = []
+        self._hooks: tuple[Hook, ...] = ()  # S: instruments (kcont._core.instruments)
+        self._slow_ns: int | None = None  # S
+        self._slow = SlowReporter()
         # S: run queues parked until a given continuation stops RUNNING.
         self._run_waiters: dict[Continuation[Any], list[tuple[RunQueue, Any]]] = {}
         # S: continuations some thread halts: stopped again whenever a run ends.
@@ -156,7 +179,9 @@ class RuntimeCore:
             self._add_workqueue_locked(p.name, p.pri, WQ_PERCPU, predefined=True) for p in PREDEFINED
         )
         self._failed = 0  # S: functions that raised
-        self._time_funcs = False  # measure time spent in functions (real time only)
+        # S: True to time the functions (real time only), or the Watch of
+        # the instruments and slow threshold (see _set_watch_locked).
+        self._time_funcs: bool | Watch = False
         # The tick source for arming timers; None: virtual time, where the
         # wheel's position (``_wheel.now``) is the current tick.
         self._clock: Callable[[], int] | None = None
@@ -188,6 +213,13 @@ class RuntimeCore:
     def _notify_ended_locked(self) -> None:
         """An invocation ended or a queued entry was cancelled, and
         ``_ended_waiters`` is non-zero."""
+
+    def _kick_callbacks_locked(self) -> None:
+        """Callback waiters fired outside the dispatch function (a stop, a
+        replacement): have them woken soon (see ``kcont._core.waiters``).
+        By default a call of the dispatch function that finds nothing to run
+        does it (the simulator: ``run_until_idle`` and ``advance`` end with
+        one)."""
 
     def _preempt(self, where: str) -> None:
         """A preemption point inside a wait (``halt``, ``flush``,
@@ -309,6 +341,8 @@ class RuntimeCore:
         for i, cpu in enumerate(self.cpus):
             cpu.rqs[wq.band].remove(wq.rqs[i])
         self._rank_locked(wq.band)
+        if self._timing is not None:
+            self._timing.forget_locked(wq)
 
     @property
     def workqueues(self) -> tuple[Workqueue, ...]:
@@ -361,28 +395,214 @@ class RuntimeCore:
         except BaseException:
             logger.exception("kcont exception handler %r failed", self.exception_handler)
 
+    # -- instruments and slow invocations ------------------------------------
+
+    def add_instrument(self, instrument: object) -> None:
+        """Call ``instrument.before_invocation(kc, cpu)`` before and
+        ``instrument.after_invocation(kc, cpu, elapsed_ns, exc)`` after every
+        invocation (either method may be missing; see
+        :class:`~kcont.Instrument`), on the thread that runs it, with no lock
+        of the runtime held.  An instrument that raises is logged and
+        removed.  Adding one already added does nothing.  Takes effect from
+        the next call of the dispatch function (a worker's next batch of at
+        most 64 invocations).
+
+        Raises:
+            TypeError: ``instrument`` has neither method, or one is not callable.
+        """
+        hook = hook_for(instrument)  # user code (getattr): before taking the lock
+        with self._lock:
+            if any(h.instrument is instrument for h in self._hooks):
+                return
+            self._set_watch_locked((*self._hooks, hook), self._slow_ns)
+
+    def remove_instrument(self, instrument: object) -> None:
+        """Stop calling ``instrument``: no call of it begins once this
+        returns (one already begun on another thread may still be running).
+
+        Raises:
+            KeyError: it is not an instrument of this runtime.
+        """
+        with self._lock:
+            hooks = tuple(hook for hook in self._hooks if hook.instrument is not instrument)
+            if len(hooks) == len(self._hooks):
+                raise KeyError(instrument)
+            for hook in self._hooks:
+                if hook.instrument is instrument:
+                    hook.alive = False  # for the batches running with the old watch
+            self._set_watch_locked(hooks, self._slow_ns)
+
+    @property
+    def instruments(self) -> tuple[object, ...]:
+        """The instruments, in the order they were added."""
+        with self._lock:
+            return tuple(hook.instrument for hook in self._hooks)
+
+    @property
+    def slow_threshold(self) -> float | None:
+        """Seconds (real time, on every runtime) after which a function is
+        reported as slow by a WARNING on the ``kcont`` logger, at most once a
+        minute per continuation name; None (the default) reports nothing."""
+        slow_ns = self._slow_ns
+        return None if slow_ns is None else slow_ns / 1e9
+
+    @slow_threshold.setter
+    def slow_threshold(self, seconds: float | None) -> None:
+        slow_ns = None
+        if seconds is not None:
+            checked = check_timeout(seconds)
+            if checked is None or checked <= 0:
+                raise InvalidArgumentError(f"slow_threshold must be a number of seconds > 0, not {seconds!r}")
+            slow_ns = int(checked * 1e9)
+        with self._lock:
+            self._set_watch_locked(self._hooks, slow_ns)
+
+    def _set_watch_locked(self, hooks: tuple[Hook, ...], slow_ns: int | None) -> None:
+        self._hooks = hooks
+        self._slow_ns = slow_ns
+        real_time = self._clock is not None
+        watch = make_watch(hooks, slow_ns, count_time=real_time)
+        # One attribute for the dispatch function to test, which it did anyway.
+        self._time_funcs = real_time if watch is None else watch
+
+    def _drop_hook(self, hook: Hook, method: str, exc: BaseException) -> None:
+        """An instrument raised (no lock held): log it and remove it."""
+        hook.alive = False
+        with self._lock:
+            removed = hook in self._hooks
+            if removed:
+                self._set_watch_locked(tuple(h for h in self._hooks if h is not hook), self._slow_ns)
+        if removed:
+            logger.error(
+                "kcont instrument %r raised in %s and was removed from %s",
+                hook.instrument,
+                method,
+                self.name,
+                exc_info=exc,
+            )
+
+    # -- one-shot work -------------------------------------------------------
+
+    def submit(
+        self,
+        func: Callable[[Any], Any],
+        arg: Any = None,
+        *,
+        wq: Workqueue | PredefinedQueue = _WQ_PRILOW,
+        lock: Mutex | None = None,
+        cpu: CPU | None = None,
+        name: str | None = None,
+    ) -> Future[Any]:
+        """Run ``func(arg)`` once on a workqueue and return a
+        :class:`concurrent.futures.Future` of its result (or exception), as
+        ``Executor.submit`` does; ``await asyncio.wrap_future(...)`` it from
+        asyncio.  A one-shot continuation carries it, destroyed once it ran.
+
+        Cancelling the future before the function starts stops the
+        continuation: the function never runs.  If the invocation is stopped
+        otherwise (``shutdown(cancel=True)``), the future is cancelled.
+
+        Args:
+            func: called as ``func(arg)`` (use ``functools.partial`` for more
+                arguments).
+            arg: its argument.
+            wq: the workqueue (a queue of this runtime or a predefined
+                handle); default ``wq_prilow``, a thread-level queue whose
+                functions may block.
+            lock: a :class:`~kcont.Mutex` held while ``func`` runs.
+            cpu: the CPU, for a per-CPU queue (default: the caller's).
+            name: the label in traces and logs (default: ``func``'s name).
+
+        Raises:
+            TypeError: ``func`` is not callable.
+            ShutdownError: the runtime is shut down.
+        """
+        from .submit import submit
+
+        return submit(self, func, arg, wq=wq, lock=lock, cpu=cpu, name=name)
+
     # -- trace -------------------------------------------------------------
 
     def _record(self, event: str, kc: Continuation[Any] | None, cpu: CPU | None, detail: Any = None) -> None:
-        """Append a trace event (state lock held, ``_trace`` not None)."""
+        """Record a trace event (state lock held, ``_trace`` not None).
+
+        An event is ``(stamp, event, label, cpu index, detail, key, thread,
+        queue)``: the stamp of ``_trace_clock`` (ticks on the simulator,
+        ``perf_counter_ns`` on the threaded runtime), ``id(kc)`` as the key
+        that pairs an invocation's events, the recording thread's ident and
+        the workqueue's name."""
         trace = self._trace
-        if trace is not None:
-            trace.append((self._now(), event, label_of(kc), None if cpu is None else cpu.index, detail))
+        if trace is None:
+            return
+        stamp = self._trace_clock()
+        if kc is not None and self._timing is not None:
+            self._timing.feed_locked(event, kc, detail, stamp)
+        if self._trace_kept:
+            trace.append(
+                (
+                    stamp,
+                    event,
+                    label_of(kc),
+                    None if cpu is None else cpu.index,
+                    detail,
+                    0 if kc is None else id(kc),
+                    threading.get_ident(),
+                    "" if kc is None else kc._wq.name,
+                )
+            )
+
+    def export_trace(self, path: str | os.PathLike[str], *, instants: bool = True) -> int:
+        """Write the recorded trace as Chrome trace event JSON, which
+        https://ui.perfetto.dev ("Open trace file") and ``chrome://tracing``
+        open: one span per invocation on the track of the thread (threaded
+        runtime) or CPU (simulator) that ran it, with its queue wait and lock
+        wait; schedules, expiries, parks, stops and destroys as instant
+        events if ``instants``.  Returns the number of spans written.
+
+        Raises:
+            InvalidArgumentError: the runtime was not created with ``trace=True``.
+        """
+        from .tracing import write_chrome_trace
+
+        live = {thread.ident: thread.name for thread in threading.enumerate() if thread.ident is not None}
+        with self._lock:
+            if self._trace is None or not self._trace_kept:
+                raise InvalidArgumentError(f"{self!r} records no trace: create it with trace=True")
+            events = list(self._trace)
+            thread_names = {**live, **self._thread_names}  # workers that exited keep their names
+        return write_chrome_trace(
+            path,
+            events,
+            runtime=self.name,
+            virtual=self._clock is None,
+            hz=self.hz,
+            origin=self._trace_origin,
+            thread_names=thread_names,
+            instants=instants,
+        )
+
+    @property
+    def _trace_origin(self) -> int:
+        """The stamp drawn as time 0 in an exported trace."""
+        return 0
 
     # -- statistics ----------------------------------------------------------
 
-    def stats(self) -> dict[str, Any]:
+    def stats(self) -> RuntimeStats:
         """Counters per queue, per CPU and in total (a snapshot).
 
         Per queue and per CPU: ``scheduled``, ``armed``, ``invoked``,
         ``ebusy``, ``stopped``, ``lock_waits``, ``reentry_waits``, ``late``,
         ``late_ticks``, ``exceptions``, ``depth`` (now), ``depth_hwm`` and
-        ``func_ns``.
+        ``func_ns``.  Per queue also ``pri``, ``percpu``, ``bound`` and, with
+        histograms on, ``queue_wait_ns`` and ``run_ns`` (log2 histograms, see
+        ``kcont._core.stats``).  The types are :class:`~kcont.RuntimeStats`
+        and its parts.
         """
         with self._lock:
             self._reap_collected_locked()
             names = (*COUNTERS, "depth")
-            queues: dict[str, dict[str, int]] = {}
+            queues: dict[str, dict[str, Any]] = {}
             cpus = [dict.fromkeys(names, 0) for _ in self.cpus]
             totals = dict.fromkeys(names, 0)
             for wq in self._workqueues:
@@ -397,7 +617,9 @@ class RuntimeCore:
                 q["pri"] = wq.pri
                 q["percpu"] = int(wq.percpu)
                 q["bound"] = wq.bound
-            return {
+                if self._timing is not None:
+                    q["queue_wait_ns"], q["run_ns"] = self._timing.histograms_locked(wq)
+            stats = {
                 "runtime": self.name,
                 "ticks": self._now(),
                 "hz": self.hz,
@@ -408,6 +630,7 @@ class RuntimeCore:
                 "cpus": cpus,
                 "totals": totals,
             }
+            return cast(RuntimeStats, stats)
 
     # -- shutdown helpers ----------------------------------------------------
 
@@ -475,7 +698,7 @@ class RuntimeCore:
             return rows
 
 
-def _fold(into: dict[str, int], sample: dict[str, int]) -> None:
+def _fold(into: dict[str, Any], sample: dict[str, Any]) -> None:
     """Add counters of ``sample`` into ``into``; a high-water mark takes the max."""
     for name, value in sample.items():
         into[name] = max(into[name], value) if name == "depth_hwm" else into[name] + value
@@ -668,7 +891,7 @@ def check_timeout(timeout: object) -> float | None:
     return min(float(timeout), threading.TIMEOUT_MAX)
 
 
-def current_runtime() -> Any:
+def current_runtime() -> RuntimeCore:
     """The runtime the calling thread works with (see module docstring).
 
     Raises:
@@ -693,7 +916,7 @@ def curcpu() -> CPU:
     cpu = _tls.cpu
     if cpu is not None:
         return cpu
-    return current_runtime().cpus[0]  # type: ignore[no-any-return]
+    return current_runtime().cpus[0]
 
 
 @contextlib.contextmanager

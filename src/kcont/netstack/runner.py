@@ -137,7 +137,7 @@ def run_pipeline(
             source.close()
         stack.close()
         if rt is not None:
-            runtime_stats = rt.stats()
+            runtime_stats = dict(rt.stats())
             account = rt.shutdown(timeout=5)
     assert source is not None
     snap = stack.snapshot()

@@ -11,6 +11,7 @@ held; each slot is read under its harness lock ``h``.
 from __future__ import annotations
 
 import errno
+from collections.abc import Mapping
 from typing import Any
 
 from .. import capi
@@ -43,7 +44,7 @@ class Checker(Ledger):
                 t.outcome = "lost"
                 self._lost += 1
 
-    def finish(self, account: ShutdownAccount, stats: dict[str, Any]) -> dict[str, int]:
+    def finish(self, account: ShutdownAccount, stats: Mapping[str, Any]) -> dict[str, int]:
         """After shutdown: reconcile the journal with the account and stats;
         returns the merged figures."""
         ctr = self._counters_for_thread()
@@ -102,7 +103,7 @@ class Checker(Ledger):
         self._check_stats(stats, figures)
         return figures
 
-    def _check_stats(self, stats: dict[str, Any], figures: dict[str, int]) -> None:
+    def _check_stats(self, stats: Mapping[str, Any], figures: dict[str, int]) -> None:
         expected: dict[int, list[int]] = {}
         for ctr in self._counters:
             for wqi, row in ctr.q.items():
