@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import dataclasses
 import errno
+import functools
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -807,6 +808,119 @@ add(
     lambda e: kcont.kcont_workqueue_release(kcont.wq_prilow),
     Returns(errno.EINVAL),
 )
+
+
+# -- functions kcont would call without running them --------------------------------------
+# A coroutine, async generator or generator function returns an object and runs
+# none of its body when called: refused where a function is given, with a
+# TypeError that says why.
+
+
+async def _coroutine_func(arg: Any, kc: Any) -> None:
+    pass
+
+
+async def _async_generator_func(arg: Any, kc: Any) -> Any:
+    yield arg
+
+
+def _generator_func(arg: Any, kc: Any) -> Any:
+    yield arg
+
+
+class _AsyncCallable:
+    async def __call__(self, arg: Any, kc: Any) -> None:
+        pass
+
+
+class _AsyncMethods:
+    async def handler(self, arg: Any, kc: Any) -> None:
+        pass
+
+
+# label -> (func, the kind the message names)
+NOT_RUN_BY_A_CALL: dict[str, tuple[Any, str]] = {
+    "coroutine function": (_coroutine_func, "a coroutine function"),
+    "async generator function": (_async_generator_func, "an async generator function"),
+    "generator function": (_generator_func, "a generator function"),
+    "partial of a coroutine function": (functools.partial(_coroutine_func, 1), "a coroutine function"),
+    "bound async method": (_AsyncMethods().handler, "a coroutine function"),
+    "object with an async __call__": (_AsyncCallable(), "a coroutine function"),
+    "partial of an object with an async __call__": (
+        functools.partial(_AsyncCallable()),
+        "a coroutine function",
+    ),
+}
+
+for _label, (_func, _kind) in NOT_RUN_BY_A_CALL.items():
+    add("Continuation", f"func a {_label}", lambda e, f=_func: Continuation(kcont.wq_softnet, f), TypeError)
+    add("Continuation", f"set_func to a {_label}", lambda e, f=_func: e.kc.set_func(f, None), TypeError)
+    add(
+        "kcont_create",
+        f"func a {_label}",
+        lambda e, f=_func: kcont.kcont_create(kcont.wq_prilow, None, f, 1),
+        TypeError,
+    )
+    add("kcont_setfunc", f"func a {_label}", lambda e, f=_func: kcont.kcont_setfunc(e.kc, f, None), TypeError)
+    add("check_func", f"a {_label}", lambda e, f=_func: kcont.check_func(f), TypeError)
+add("check_func", "not callable", lambda e: kcont.check_func(3), TypeError)
+add("check_func", "a plain function", lambda e: kcont.check_func(_f), Returns(None))
+
+
+@pytest.mark.parametrize("label", sorted(NOT_RUN_BY_A_CALL))
+def test_a_function_that_a_call_would_not_run_is_refused_with_the_reason(rt: SimRuntime, label: str) -> None:
+    """The message names the kind of function and what to do, and a refused
+    set_func leaves the continuation's function as it was."""
+    func, kind = NOT_RUN_BY_A_CALL[label]
+    with pytest.raises(TypeError, match=f"func is {kind}: kcont calls func\\(arg, kc\\) and never awaits"):
+        Continuation(kcont.wq_softnet, func)
+    ran: list[int] = []
+    kc = Continuation(kcont.wq_softnet, lambda arg, kc: ran.append(arg), 1)
+    with pytest.raises(TypeError, match="never awaits or iterates"):
+        kc.set_func(func, 2)
+    kc.schedule()
+    rt.run_until_idle()
+    assert ran == [1]
+
+
+def test_a_plain_callable_is_still_accepted(rt: SimRuntime) -> None:
+    """Builtins, partials of plain functions, callable objects, classes and
+    bound methods with a plain body are accepted."""
+
+    class Callable_:
+        def __call__(self, arg: Any, kc: Any) -> None:
+            ran.append(arg)
+
+    ran: list[Any] = []
+    for func in (print, functools.partial(_f), Callable_(), dict, Callable_().__call__):
+        Continuation(kcont.wq_softnet, func)
+    kc = Continuation(kcont.wq_softnet, Callable_(), "x")
+    kc.schedule()
+    rt.run_until_idle()
+    assert ran == ["x"]
+
+
+@pytest.mark.parametrize(
+    "label", ["coroutine function", "generator function", "object with an async __call__"]
+)
+def test_compat_layers_refuse_a_function_that_a_call_would_not_run(rt: SimRuntime, label: str) -> None:
+    """callout_setfunc, callout_reset, softint_establish and workqueue_create
+    refuse it too (their functions are called through a kcont trampoline, so
+    the continuation itself never sees them)."""
+    from kcont.compat import callout, softint, workqueue
+
+    func = NOT_RUN_BY_A_CALL[label][0]
+    c = callout.callout_init(0)
+    with pytest.raises(TypeError, match=r"kcont calls func\(arg\) and never awaits"):
+        callout.callout_setfunc(c, func, None)
+    with pytest.raises(TypeError, match=r"kcont calls func\(arg\) and never awaits"):
+        callout.callout_reset(c, 5, func, None)
+    assert not callout.callout_pending(c)
+    with pytest.raises(TypeError, match=r"kcont calls func\(arg\) and never awaits"):
+        softint.softint_establish(softint.SOFTINT_NET, func, None)
+    with pytest.raises(TypeError, match=r"kcont calls func\(wk, arg\) and never awaits"):
+        workqueue.workqueue_create("w", func, None, kcont.PRI_LOW, 0, 0)
+    callout.callout_destroy(c)
 
 
 # -- the tests ---------------------------------------------------------------------------------

@@ -84,9 +84,8 @@ def test_create_counts_and_binds_to_workqueue(rt: SimRuntime) -> None:
     """§12: each continuation holds its queue; creations are counted."""
     wq = rt.workqueue(100)
     before = rt.stats()["continuations_created"]
-    Continuation(wq, noop)
-    Continuation(wq, noop)
-    assert wq.bound == 2
+    kcs = [Continuation(wq, noop), Continuation(wq, noop)]  # a collected one unbinds
+    assert wq.bound == len(kcs) == 2
     assert rt.stats()["continuations_created"] == before + 2
     assert rt.stats()["queues"][wq.name]["bound"] == 2
 
@@ -1250,7 +1249,8 @@ def test_last_release_with_bound_continuation_is_busy_and_changes_nothing(rt: Si
     assert info.value.errno == errno.EBUSY
     assert wq.acquired == 1 and wq.bound == 1 and not wq.freed
     kc.schedule()
-    Continuation(wq, func, 2).schedule()
+    second = Continuation(wq, func, 2)  # referenced: a collected one unbinds
+    second.schedule()
     rt.run_until_idle()
     assert sorted(ran) == [1, 2]
     assert rt.workqueue(100) is wq  # still the registered queue

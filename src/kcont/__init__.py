@@ -15,7 +15,7 @@ The Pythonic API is the primary one; the seed's ``kcont_*`` names live in
 from __future__ import annotations
 
 from . import capi
-from ._core.continuation import Continuation
+from ._core.continuation import Continuation, check_func
 from ._core.mutex import Mutex
 from ._core.runtime import CPU, RuntimeCore, ShutdownAccount, bind_cpu, curcpu, current_runtime
 from ._core.workqueue import (
@@ -62,6 +62,7 @@ from .capi import (
 from .errors import (
     BusyError,
     DestroyedError,
+    ForkedRuntimeError,
     HaltTimeoutError,
     InvalidArgumentError,
     KcontError,
@@ -94,6 +95,7 @@ __all__ = [
     "BusyError",
     "Continuation",
     "DestroyedError",
+    "ForkedRuntimeError",
     "HaltTimeoutError",
     "InvalidArgumentError",
     "KcontError",
@@ -116,6 +118,7 @@ __all__ = [
     "__version__",
     "bind_cpu",
     "capi",
+    "check_func",
     "curcpu",
     "current_runtime",
     "kcont_ack",

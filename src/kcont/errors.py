@@ -19,6 +19,7 @@ import errno as _errno
 __all__ = [
     "BusyError",
     "DestroyedError",
+    "ForkedRuntimeError",
     "HaltTimeoutError",
     "InvalidArgumentError",
     "KcontError",
@@ -82,6 +83,13 @@ class MutexError(KcontError, RuntimeError):
 
 class ShutdownError(KcontError, RuntimeError):
     """The runtime is shut down (or shutting down) and accepts no new work."""
+
+
+class ForkedRuntimeError(ShutdownError):
+    """The runtime belongs to the parent process: ``os.fork()`` copied it
+    into this child without its threads, so it can run nothing here.  Every
+    operation on it (and on its continuations and queues) raises this;
+    predicates still read.  Create a new runtime in the child."""
 
 
 class NoRuntimeError(KcontError, RuntimeError):

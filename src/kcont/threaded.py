@@ -35,32 +35,78 @@ Waking workers
     release per sleep, no lost wake-up because a worker re-checks for work
     under the state lock before it declares itself idle.
 
+Lifetime
+    The threads reference the runtime weakly (``_worker_main`` and
+    ``_timer_main`` are functions given a ``weakref.ref``, and a worker knows
+    its CPU by index, since a CPU references its runtime).  Awake, a thread
+    holds the runtime strongly; before it sleeps it drops every reference, so
+    a runtime nobody else references (not current, no continuation of it
+    alive) is collected even though its threads run.  Its finalizer
+    (``_collected``) warns with a ``ResourceWarning``, as an unclosed file
+    does, and wakes the sleeping threads, which find the runtime gone and
+    exit.  The hot path is unchanged: a worker looks the runtime up once per
+    wake-up, and then runs batches until its band is empty.  ``shutdown()``
+    detaches the finalizer.  At interpreter exit, every runtime still running
+    is warned about and shut down with ``cancel=True``, all at once
+    (``_shutdown_at_exit``: about one second at most in all).
+
 Locking
     S (the core's state lock) guards the idle lists, ``_starved``,
-    ``_timer_sleeping``, ``_stopping``, the worker lists and every counter
-    here.  ``_ended`` is a Condition on S (halt, destroy, wait_idle).
+    ``_threads.timer_sleeping``, ``_stopping``, the worker lists and every
+    counter here.  ``_ended`` is a Condition on S (halt, destroy, wait_idle).
     Worker semaphores are released with S held (a release never blocks).
+    The finalizer runs wherever garbage collection runs, maybe in a thread
+    that holds S: it only tries S, and hands the wake-up to a short-lived
+    thread when S is busy.
+
+After os.fork()
+    A child process has none of the parent's threads.  Every threaded
+    runtime of the parent refuses every use in the child with
+    :class:`~kcont.ForkedRuntimeError` (its state lock becomes a
+    ``_ForkedLock``, which raises instead of locking, so nothing can wait on a
+    lock a parent's thread held or for a worker that does not exist);
+    predicates still read.  Leaving its ``with`` block does nothing, and
+    interpreter exit does not wait for it.  A new Runtime created in the
+    child works normally.  A child forked inside a continuation is a copy
+    of a worker thread: when the function returns (or calls ``sys.exit``),
+    that thread is back in the worker loop of the parent's runtime, which
+    finds nothing to run (the child's copy has no ready work), and the child
+    process ends (``_exit_forked_child``).  (Refused rather than rebuilt: a rebuilt runtime
+    would silently lose the work the parent had queued, and run the
+    parent's continuations twice, once in each process.)
 """
 
 from __future__ import annotations
 
 import atexit
 import os
+import sys
 import threading
 import time
+import warnings
+import weakref
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Any, NoReturn
 
+from ._core import runtime as _core_runtime
 from ._core.continuation import Continuation, expire_locked
 from ._core.dispatch import dispatch
 from ._core.runqueue import RunQueue
 from ._core.runtime import CPU, RuntimeCore, ShutdownAccount, _tls, check_timeout, logger
 from ._core.workqueue import BAND_NAMES, BAND_SOFT, BAND_THREAD
-from .errors import HaltTimeoutError, InvalidArgumentError, ShutdownError
+from .errors import ForkedRuntimeError, HaltTimeoutError, InvalidArgumentError
 
 __all__ = ["Runtime"]
 
 _FAR = 1 << 62
+_EXIT = -1  # _timer_pass: the timer thread must exit
+# Seconds shutdown waits for threads once the drain is over or given up (a
+# worker still inside a function is left behind, a daemon), and at least for
+# the timer thread.
+_JOIN_GRACE = 0.5
+_TIMER_JOIN = 2.0
+# Seconds interpreter exit lets the runtimes still running drain, all at once.
+_EXIT_DRAIN = 1.0
 # Invocations a worker runs per call of the dispatch function (the end of one
 # and the pick of the next share a critical section); between batches it
 # re-checks shutdown.
@@ -69,18 +115,80 @@ _NS = 1_000_000_000
 
 
 class _Worker:
-    """One worker thread: a CPU, a band and a semaphore to sleep on."""
+    """One worker thread: a CPU (its index: a CPU references its runtime), a
+    band and a semaphore to sleep on."""
 
-    __slots__ = ("band", "cpu", "idle", "permanent", "sem", "thread")
+    __slots__ = ("band", "cpu_index", "idle", "permanent", "sem", "thread")
 
-    def __init__(self, cpu: CPU, band: int, permanent: bool) -> None:
-        self.cpu = cpu
+    def __init__(self, cpu_index: int, band: int, permanent: bool) -> None:
+        self.cpu_index = cpu_index
         self.band = band
         self.permanent = permanent
         self.sem = threading.Lock()
         self.sem.acquire()  # held while awake; released by a kick
         self.idle = False  # S
         self.thread: threading.Thread | None = None
+
+
+class _Threads:
+    """What a runtime's threads and its finalizer keep: never the Runtime
+    itself, so that a runtime nobody references can be collected."""
+
+    __slots__ = ("idle", "lock", "name", "timer_sem", "timer_sleeping", "workers")
+
+    def __init__(self, name: str, lock: threading.Lock, ncpu: int) -> None:
+        self.name = name
+        self.lock = lock  # the runtime's state lock, S
+        self.workers: list[_Worker] = []  # S: live workers
+        # S: idle workers, per CPU and band
+        self.idle: list[tuple[list[_Worker], list[_Worker]]] = [([], []) for _ in range(ncpu)]
+        self.timer_sem = threading.Lock()
+        self.timer_sem.acquire()  # held while the timer thread is awake
+        self.timer_sleeping = False  # S
+
+    def wake_timer_locked(self) -> None:
+        if self.timer_sleeping:
+            self.timer_sleeping = False
+            self.timer_sem.release()
+
+    def wake_all_locked(self) -> None:
+        for per_cpu in self.idle:
+            for idle in per_cpu:
+                while idle:
+                    _wake_one_locked(idle)
+        self.wake_timer_locked()
+
+
+class _ForkedLock:
+    """The state lock of a runtime copied into a child process by
+    ``os.fork()``: every use raises :class:`~kcont.ForkedRuntimeError`."""
+
+    __slots__ = ("name",)
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+    def _refuse(self) -> ForkedRuntimeError:
+        return ForkedRuntimeError(
+            f"kcont.Runtime {self.name} belongs to the parent process: os.fork() copied it into "
+            "this child without its threads, so it can run nothing here; create a new "
+            "kcont.Runtime in the child"
+        )
+
+    def acquire(self, blocking: bool = True, timeout: float = -1) -> bool:
+        raise self._refuse()
+
+    def release(self) -> None:
+        raise self._refuse()
+
+    def locked(self) -> bool:
+        return False
+
+    def __enter__(self) -> bool:
+        raise self._refuse()
+
+    def __exit__(self, *exc: object) -> None:
+        raise self._refuse()
 
 
 class Runtime(RuntimeCore):
@@ -139,39 +247,69 @@ class Runtime(RuntimeCore):
         self._stopping = False  # S: workers exit once their band is drained
         self._abandon = False  # S: shutdown gave up waiting: exit even with work left
         self._shutdown_lock = threading.Lock()
-        # S: idle workers, per CPU and band
-        self._idle: list[tuple[list[_Worker], list[_Worker]]] = [([], []) for _ in self.cpus]
-        self._workers: list[_Worker] = []  # S: live workers
+        self._threads = _Threads(self.name, self._lock, ncpu)
+        self._idle = self._threads.idle  # S: idle workers, per CPU and band
+        self._workers = self._threads.workers  # S: live workers
         self._thread_workers = [0] * ncpu  # S: live thread workers per CPU
         # S: dispatch calls of each CPU's thread workers that ran something
         # (see _band_progress_locked).
         self._thread_progress = [0] * ncpu
         self._starved: dict[int, tuple[float, int]] = {}  # S: see _check_stalls_locked
         self._spawned_extra = 0  # S
-        self._timer_sem = threading.Lock()
-        self._timer_sem.acquire()
-        self._timer_sleeping = False  # S
         self._timer_wakeups = 0  # S
+        # The threads reference the runtime weakly: see "Lifetime" above.
+        self._ref = weakref.ref(self)
         self._timer_thread = threading.Thread(
-            target=self._timer_main, name=f"kcont/{self.name}/timer", daemon=True
+            target=_timer_main, args=(self._ref, self._threads), name=f"kcont/{self.name}/timer", daemon=True
         )
+        self._finalizer = weakref.finalize(self, _collected, self._threads)
+        self._finalizer.atexit = False  # _shutdown_at_exit does it, for every runtime at once
         with self._lock:
             for cpu in self.cpus:
                 self._spawn_locked(cpu, BAND_SOFT, permanent=True)
                 self._spawn_locked(cpu, BAND_THREAD, permanent=True)
         self._timer_thread.start()
-        with _live_lock:
-            _live_runtimes.add(self)
 
     def __repr__(self) -> str:
-        state = " shut down" if self._closed else ""
+        state = " forked (the parent's)" if self._forked else " shut down" if self._closed else ""
         return f"<kcont.Runtime {self.name} ncpu={len(self.cpus)} hz={self.hz}{state}>"
 
     def __exit__(self, *exc: object) -> None:
         try:
-            self.shutdown()
+            if not self._forked:  # the parent shuts it down, not the child
+                self.shutdown()
         finally:
             super().__exit__(*exc)
+
+    def _after_fork_in_child(self, consistent: bool) -> None:
+        forked = _ForkedLock(self.name)
+        self._forked = True
+        self._closed = True
+        # Nothing of the parent's runs here, not even in a dispatch call the
+        # forking thread returns to (forked inside a continuation).
+        for cpu in self.cpus:
+            cpu.ready[:] = [0] * len(cpu.ready)
+        self._kick = None
+        self._run_waiters.clear()  # (their sub-queues would be made ready again)
+        self._halting.clear()
+        self._ended_waiters = 0  # the waiting threads do not exist here
+        # Every operation takes the state lock first: each now raises.
+        self._lock = forked  # type: ignore[assignment]
+        self._shutdown_lock = threading.Lock()
+        # (Forked while another thread was still in __init__: some are missing.)
+        threads = getattr(self, "_threads", None)
+        if threads is not None:
+            threads.lock = forked
+        finalizer = getattr(self, "_finalizer", None)
+        if finalizer is not None:
+            finalizer.detach()  # collected in the child: nothing to warn about or wake
+
+    def _report_exception(self, kc: Continuation[Any], exc: BaseException) -> None:
+        if self._forked and isinstance(exc, SystemExit):
+            # sys.exit() in the child of a fork made inside kc's function: the
+            # child exits (_worker_main), it is no failure of the function.
+            raise exc
+        super()._report_exception(kc, exc)
 
     # -- clock ---------------------------------------------------------------
 
@@ -189,14 +327,14 @@ class Runtime(RuntimeCore):
     # -- workers ---------------------------------------------------------------
 
     def _spawn_locked(self, cpu: CPU, band: int, *, permanent: bool) -> None:
-        worker = _Worker(cpu, band, permanent)
+        worker = _Worker(cpu.index, band, permanent)
         suffix = BAND_NAMES[band]
         if band == BAND_THREAD:
             self._thread_workers[cpu.index] += 1
             suffix += str(self._thread_workers[cpu.index] - 1)
         thread = threading.Thread(
-            target=self._worker_main,
-            args=(worker,),
+            target=_worker_main,
+            args=(self._ref, worker),
             name=f"kcont/{self.name}/{cpu.index}/{suffix}",
             daemon=True,
         )
@@ -211,56 +349,51 @@ class Runtime(RuntimeCore):
         # cannot end before, since ending takes the state lock we hold.
         self._workers.append(worker)
 
-    def _worker_main(self, worker: _Worker) -> None:
-        try:
-            self._work(worker)
-        except BaseException:  # a bug of ours: never leave shutdown waiting for a dead worker
-            logger.exception("kcont worker %s died", threading.current_thread().name)
-        finally:
-            with self._lock:
-                if worker.idle:
-                    worker.idle = False
-                    self._idle[worker.cpu.index][worker.band].remove(worker)
-                self._workers.remove(worker)
-                if worker.band == BAND_THREAD:
-                    self._thread_workers[worker.cpu.index] -= 1
-                self._ended.notify_all()
+    def _worker_ended_locked(self, worker: _Worker) -> None:
+        if worker.idle:
+            worker.idle = False
+            self._idle[worker.cpu_index][worker.band].remove(worker)
+        self._workers.remove(worker)
+        if worker.band == BAND_THREAD:
+            self._thread_workers[worker.cpu_index] -= 1
+        self._ended.notify_all()
 
-    def _work(self, worker: _Worker) -> None:
-        cpu = worker.cpu
+    def _serve(self, worker: _Worker) -> bool:
+        """Run the worker's band of its CPU until nothing is left, then list
+        the worker as idle (it goes to sleep on its semaphore).  Returns False
+        if the worker must exit instead.  Everything it holds of the runtime
+        dies with this frame (see "Lifetime")."""
+        index = worker.cpu_index
         band = worker.band
-        if self._pin_map is not None:
-            try:
-                os.sched_setaffinity(threading.get_native_id(), {self._pin_map[cpu.index]})
-            except OSError:  # pinning is best effort (containers may forbid it)
-                pass
-        _tls.cpu = cpu  # for good: this thread is this CPU's worker
+        cpu = self.cpus[index]
         bands = (band,)
         ready = cpu.ready
-        idle_list = self._idle[cpu.index][band]
-        sem = worker.sem
-        timeout = -1 if worker.permanent else self.idle_timeout
+        idle_list = self._idle[index][band]
         thread_level = band == BAND_THREAD
-        while True:
-            ran = dispatch(self, cpu, bands, _BATCH)
-            with self._lock:
-                if ran is not None and thread_level:
-                    self._thread_progress[cpu.index] += 1
-                more = bool(ready[band])
-                if not more:
-                    if self._abandon or (self._stopping and not any(rq.depth() for rq in cpu.rqs[band])):
-                        return
-                    worker.idle = True
-                    idle_list.append(worker)
-            if more or sem.acquire(True, timeout):
-                continue
-            # Timed out (an extra worker): retire, unless a kick raced the timeout.
-            with self._lock:
-                if worker.idle:
-                    worker.idle = False
-                    idle_list.remove(worker)
-                    return
-            sem.acquire()  # the racing kick released it: consume and go on
+        _tls.cpu = cpu  # this thread is this CPU's worker while it is awake
+        try:
+            while True:
+                ran = dispatch(self, cpu, bands, _BATCH) is not None
+                with self._lock:
+                    if ran and thread_level:
+                        self._thread_progress[index] += 1
+                    if not ready[band]:
+                        if self._abandon or (self._stopping and not any(rq.depth() for rq in cpu.rqs[band])):
+                            return False
+                        worker.idle = True
+                        idle_list.append(worker)
+                        return True
+        finally:
+            _tls.cpu = None
+
+    def _retire_locked(self, worker: _Worker) -> bool:
+        """An extra worker's sleep timed out: True if it leaves the idle list
+        and exits, False if a kick raced the timeout."""
+        if worker.idle:
+            worker.idle = False
+            self._idle[worker.cpu_index][worker.band].remove(worker)
+            return True
+        return False
 
     def _kick_worker_locked(self, rq: RunQueue) -> None:
         band = rq.wq.band
@@ -281,11 +414,7 @@ class Runtime(RuntimeCore):
                 self._note_starved_locked(index)
 
     def _wake_all_locked(self) -> None:
-        for per_cpu in self._idle:
-            for idle in per_cpu:
-                while idle:
-                    _wake_one_locked(idle)
-        self._wake_timer_locked()
+        self._threads.wake_all_locked()
 
     # -- concurrency management -------------------------------------------------
 
@@ -341,9 +470,7 @@ class Runtime(RuntimeCore):
         self._wake_timer_locked()
 
     def _wake_timer_locked(self) -> None:
-        if self._timer_sleeping:
-            self._timer_sleeping = False
-            self._timer_sem.release()
+        self._threads.wake_timer_locked()
 
     def _expire_due_locked(self) -> None:
         now = self._now()
@@ -355,32 +482,26 @@ class Runtime(RuntimeCore):
             expire_locked(kc, now)
             self._kick_worker_locked(kc._rq)
 
-    def _timer_main(self) -> None:
-        sem = self._timer_sem
-        while True:
-            with self._lock:
-                if self._abandon or (self._stopping and not self._workers):
-                    return
-                self._timer_wakeups += 1
-                self._expire_due_locked()
-                deadline = self._wheel.next_deadline()
-                self._timer_wake = _FAR if deadline is None else deadline
-                next_check = self._check_stalls_locked() if self._starved else None
-                wake_ns = None if deadline is None else self._tick_start_ns(deadline)
-                if next_check is not None:
-                    check_ns = time.monotonic_ns() + max(0, int((next_check - time.monotonic()) * _NS))
-                    wake_ns = check_ns if wake_ns is None else min(wake_ns, check_ns)
-                if self._stopping:
-                    wake_ns = time.monotonic_ns() + _NS // 100 if wake_ns is None else wake_ns
-                self._timer_sleeping = True
-            timeout = -1 if wake_ns is None else max(0.0, (wake_ns - time.monotonic_ns()) / _NS)
-            # A deadline further than a lock can wait (a timer armed for
-            # 10**13 ticks): wake at the limit and look again.
-            if not sem.acquire(True, min(timeout, threading.TIMEOUT_MAX)):
-                with self._lock:
-                    if not self._timer_sleeping:
-                        sem.acquire()  # a kick raced the timeout: consume it
-                    self._timer_sleeping = False
+    def _timer_pass(self) -> int | None:
+        """One pass of the timer thread: expire due timers, check stalls.
+        Returns the monotonic time (ns) to wake at, None for no deadline, or
+        ``_EXIT``."""
+        with self._lock:
+            if self._abandon or (self._stopping and not self._workers):
+                return _EXIT
+            self._timer_wakeups += 1
+            self._expire_due_locked()
+            deadline = self._wheel.next_deadline()
+            self._timer_wake = _FAR if deadline is None else deadline
+            next_check = self._check_stalls_locked() if self._starved else None
+            wake_ns = None if deadline is None else self._tick_start_ns(deadline)
+            if next_check is not None:
+                check_ns = time.monotonic_ns() + max(0, int((next_check - time.monotonic()) * _NS))
+                wake_ns = check_ns if wake_ns is None else min(wake_ns, check_ns)
+            if self._stopping:
+                wake_ns = time.monotonic_ns() + _NS // 100 if wake_ns is None else wake_ns
+            self._threads.timer_sleeping = True
+            return wake_ns
 
     # -- waiting -------------------------------------------------------------
 
@@ -487,30 +608,41 @@ class Runtime(RuntimeCore):
             if not wait:
                 return self._account()
             deadline = None if timeout is None else time.monotonic() + timeout
-            with self._lock:
-                while self._workers and (deadline is None or time.monotonic() < deadline):
-                    remaining = None if deadline is None else deadline - time.monotonic()
-                    self._ended.wait(remaining)
-                if self._workers:
-                    # Gave up: cancel what never started, let idle workers go.
-                    kept += self._close_locked(True)
-                    self._abandon = True
-                    self._wake_all_locked()
-            for worker in list(self._workers):
-                if worker.thread is not None:
-                    worker.thread.join(0.5)
-            with self._lock:
-                self._wake_timer_locked()
-            self._timer_thread.join(2.0)
-            with _live_lock:
-                _live_runtimes.discard(self)
+            kept += self._drain(deadline)
+            self._join(time.monotonic() + _JOIN_GRACE)
             return self._account()
+
+    def _drain(self, deadline: float | None) -> list[Any]:
+        """Wait (shutdown lock held) until every worker exited, or until
+        ``deadline``; then give up: cancel what never started and let idle
+        workers go.  Returns what was dropped."""
+        with self._lock:
+            while self._workers and (deadline is None or time.monotonic() < deadline):
+                remaining = None if deadline is None else deadline - time.monotonic()
+                self._ended.wait(remaining)
+            if not self._workers:
+                return []
+            dropped = self._close_locked(True)
+            self._abandon = True
+            self._wake_all_locked()
+            return dropped
+
+    def _join(self, grace: float) -> None:
+        """Join the threads until the monotonic time ``grace`` (shutdown lock
+        held).  A worker stuck in a function is left behind (a daemon)."""
+        for worker in list(self._workers):
+            if worker.thread is not None:
+                worker.thread.join(max(0.0, grace - time.monotonic()))
+        with self._lock:
+            self._wake_timer_locked()
+        self._timer_thread.join(max(_TIMER_JOIN, grace - time.monotonic()))
 
     def _begin_close_locked(self, cancel: bool) -> list[Any]:
         """Close (once, or again to cancel) and tell every thread to drain and
         exit.  Returns what was dropped, to be released with no lock held."""
         if self._closed and not cancel:
             return []
+        self._finalizer.detach()  # shut down: collecting it is no leak
         dropped = self._close_locked(cancel)
         self._stopping = True
         self._wake_all_locked()
@@ -524,7 +656,7 @@ class Runtime(RuntimeCore):
             stats["workers"] = [
                 {
                     "cpu": cpu.index,
-                    "soft": sum(1 for w in self._workers if w.cpu is cpu and w.band == BAND_SOFT),
+                    "soft": sum(1 for w in self._workers if w.cpu_index == cpu.index and w.band == BAND_SOFT),
                     "thread": self._thread_workers[cpu.index],
                 }
                 for cpu in self.cpus
@@ -573,20 +705,177 @@ def _pin_map(pin: bool | Sequence[int], ncpu: int) -> list[int] | None:
     return mapping
 
 
-# Runtimes still running at interpreter exit are shut down (cancelling what
-# has not started), so that no function is cut in the middle without notice.
-# (Worker threads keep a runtime alive until its shutdown, so a weak set would
-# not let one go any sooner.)
-_live_runtimes: set[Runtime] = set()
-_live_lock = threading.Lock()
+# -- what the threads run (functions, not methods: a bound method would hold
+# the runtime) -----------------------------------------------------------------
 
 
-@atexit.register
-def _shutdown_live_runtimes() -> None:
-    with _live_lock:
-        live = list(_live_runtimes)
-    for rt in live:
+def _worker_main(ref: weakref.ref[Runtime], worker: _Worker) -> None:
+    try:
+        _work(ref, worker)
+    except ForkedRuntimeError:
+        _exit_forked_child(None)
+    except SystemExit as exc:  # only from _report_exception, in such a child
+        _exit_forked_child(exc.code)
+    except BaseException:  # a bug of ours: never leave shutdown waiting for a dead worker
+        logger.exception("kcont worker %s died", threading.current_thread().name)
+    finally:
+        rt = ref()
+        if rt is not None and not rt._forked:
+            with rt._lock:
+                rt._worker_ended_locked(worker)
+
+
+def _exit_forked_child(code: object) -> NoReturn:
+    """End a child process forked inside a continuation, once the function
+    returned (or raised SystemExit): its only thread is back in a worker loop
+    of the parent's runtime, which runs nothing here.  As a multiprocessing
+    child ends: standard streams flushed, then ``os._exit`` with the status
+    ``sys.exit`` would give."""
+    if code is None:
+        status = 0
+    elif isinstance(code, int):
+        status = code
+    else:
+        print(code, file=sys.stderr)
+        status = 1
+    for stream in (sys.stdout, sys.stderr):
         try:
-            rt.shutdown(cancel=True, timeout=1.0)
-        except ShutdownError:
+            stream.flush()
+        except Exception:  # a closed or broken stream: exit all the same
             pass
+    os._exit(status)
+
+
+def _work(ref: weakref.ref[Runtime], worker: _Worker) -> None:
+    """The worker loop.  Awake, it holds its runtime; asleep, only a weak
+    reference: the runtime is looked up once per wake-up, never per
+    invocation (``_serve`` runs batches until the band is empty)."""
+    rt = ref()
+    if rt is None:
+        return
+    if rt._pin_map is not None:
+        try:
+            os.sched_setaffinity(threading.get_native_id(), {rt._pin_map[worker.cpu_index]})
+        except OSError:  # pinning is best effort (containers may forbid it)
+            pass
+    timeout = -1 if worker.permanent else rt.idle_timeout
+    sem = worker.sem
+    while True:
+        if not rt._serve(worker):
+            return
+        del rt  # asleep, hold nothing: a runtime nobody references can be collected
+        if sem.acquire(True, timeout):
+            rt = ref()
+            if rt is None:
+                return
+            continue
+        rt = ref()  # timed out (an extra worker): retire, unless a kick raced the timeout
+        if rt is None:
+            return
+        with rt._lock:
+            if rt._retire_locked(worker):
+                return
+        sem.acquire()  # the racing kick released it: consume and go on
+
+
+def _timer_main(ref: weakref.ref[Runtime], threads: _Threads) -> None:
+    sem = threads.timer_sem
+    while True:
+        rt = ref()
+        if rt is None:
+            return
+        wake_ns = rt._timer_pass()
+        del rt  # asleep, hold nothing (as the workers)
+        if wake_ns == _EXIT:
+            return
+        timeout = -1 if wake_ns is None else max(0.0, (wake_ns - time.monotonic_ns()) / _NS)
+        # A deadline further than a lock can wait (a timer armed for
+        # 10**13 ticks): wake at the limit and look again.
+        if not sem.acquire(True, min(timeout, threading.TIMEOUT_MAX)):
+            with threads.lock:
+                if not threads.timer_sleeping:
+                    sem.acquire()  # a kick raced the timeout: consume it
+                threads.timer_sleeping = False
+
+
+# -- runtimes nobody shut down ----------------------------------------------------
+
+
+def _warn_not_shut_down(name: str) -> None:
+    warnings.warn(f"kcont.Runtime {name} was never shut down", ResourceWarning, stacklevel=2)
+
+
+def _collected(threads: _Threads) -> None:
+    """The finalizer of a runtime collected while running (nobody called
+    ``shutdown()`` and nothing references it): let its sleeping threads go
+    (awake, they find the runtime gone and exit), then warn (last: a warning
+    filter may turn the warning into an exception).
+
+    Garbage collection runs it at any point of any thread, maybe one that
+    holds this very state lock (the timer thread, between two passes): it
+    only tries the lock, and hands the wake-up to a short thread if busy."""
+    if threads.lock.acquire(False):
+        try:
+            threads.wake_all_locked()
+        finally:
+            threads.lock.release()
+    else:
+        try:
+            threading.Thread(
+                target=_release_threads, args=(threads,), name=f"kcont/{threads.name}/reaper", daemon=True
+            ).start()
+        except RuntimeError:  # interpreter shutting down: its daemon threads die with it
+            pass
+    _warn_not_shut_down(threads.name)
+
+
+def _release_threads(threads: _Threads) -> None:
+    with threads.lock:
+        threads.wake_all_locked()
+
+
+def _has_threads(rt: Runtime) -> bool:
+    """True if a thread of ``rt`` may still run (False for a runtime whose
+    __init__ failed before it had any)."""
+    timer = getattr(rt, "_timer_thread", None)
+    return bool(getattr(rt, "_workers", None)) or (timer is not None and timer.is_alive())
+
+
+# Runtimes still running at interpreter exit are warned about and shut down
+# (cancelling what has not started), all at once, so that no function is cut
+# in the middle without notice and the exit waits about one second at most.
+@atexit.register
+def _shutdown_at_exit() -> None:
+    with _core_runtime._registry_lock:
+        runtimes = list(_core_runtime._every_runtime)
+    live = [rt for rt in runtimes if isinstance(rt, Runtime) and _has_threads(rt)]
+    never_shut_down = [rt.name for rt in live if not rt.closed]
+    deadline = time.monotonic() + _EXIT_DRAIN
+    mine = []
+    for rt in live:
+        # Another thread (a daemon) may be shutting it down: it waits for it.
+        if rt._shutdown_lock.acquire(True, max(0.0, deadline - time.monotonic())):
+            mine.append(rt)
+    try:
+        for rt in mine:
+            with rt._lock:
+                dropped = rt._begin_close_locked(True)
+            del dropped  # released with no lock held
+        for rt in mine:
+            rt._drain(deadline)
+        grace = time.monotonic() + _JOIN_GRACE
+        for rt in mine:
+            rt._join(grace)
+    finally:
+        for rt in mine:
+            rt._shutdown_lock.release()
+    # Warned last, each once: a warning filter may turn a warning into an
+    # exception, which must neither stop the shutdown nor hide the others.
+    failure: Exception | None = None
+    for name in never_shut_down:
+        try:
+            _warn_not_shut_down(name)
+        except Exception as exc:
+            failure = failure or exc
+    if failure is not None:
+        raise failure

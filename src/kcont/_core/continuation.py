@@ -57,6 +57,13 @@ Locking
     them unseen.  A :class:`~kcont.Mutex` is never released
     with the state lock held (its waiters take that lock).
 
+    A continuation collected without ``destroy()`` unbinds from its queue
+    through ``rt._collected``, a ``collections.deque`` (whose ``append`` and
+    ``popleft`` are documented thread-safe, on free-threaded CPython too):
+    its ``__del__`` may run in a thread that holds the state lock, so it
+    takes no lock; the count is settled under the state lock by the next
+    operation that reads it.
+
     No user code runs with the state lock held: labels and messages read no
     user attribute (``label_of``), contexts are compared by identity, and a
     reference that may be the last one to a user object (a replaced function,
@@ -66,9 +73,12 @@ Locking
 
 from __future__ import annotations
 
+import functools
+import inspect
 import threading
 from collections.abc import Callable
 from contextvars import Context, copy_context
+from types import BuiltinFunctionType, FunctionType, MethodType
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 from ..errors import (
@@ -133,8 +143,9 @@ class Continuation(Generic[A]):
         name: a label for traces, ``repr`` and statistics.
 
     Raises:
-        TypeError: ``func`` is not callable, ``lock`` is not a Mutex, ``wq``
-            is not a workqueue.
+        TypeError: ``func`` is not callable or is a coroutine, async
+            generator or generator function (:func:`check_func`), ``lock`` is
+            not a Mutex, ``wq`` is not a workqueue.
         WorkqueueReleasedError: ``wq`` was freed.
         NoRuntimeError: ``wq`` is predefined and no runtime is current.
         ShutdownError: the runtime is shut down.
@@ -186,15 +197,14 @@ class Continuation(Generic[A]):
             wq = wq.resolve(current_runtime())
         elif not isinstance(wq, Workqueue):
             raise TypeError(f"wq must be a kcont workqueue, not {type(wq).__name__}")
-        if not callable(func):
-            raise TypeError(f"func must be callable, not {type(func).__name__}")
+        check_func(func)
         if lock is not None and not isinstance(lock, Mutex):
             raise TypeError(f"lock must be a kcont.Mutex or None, not {type(lock).__name__}")
         self._wq = wq
         self._func = func
         self._arg = arg
         self._lock = lock
-        self._flags = 0
+        self._flags = DETACHED  # not bound to wq yet: __del__ has nothing to undo
         self._rq: RunQueue = wq.rqs[0]
         self._bucket: dict[Continuation[Any], None] | None = None
         self._deadline = 0
@@ -215,6 +225,24 @@ class Continuation(Generic[A]):
                 raise ShutdownError(f"{rt!r} is shut down")
             wq.bound += 1
             rt._created += 1
+            self._flags = 0
+            if rt._collected:  # keeps it short where nothing else reads it
+                rt._reap_collected_locked()
+
+    def __del__(self) -> None:
+        # Collected without destroy() (so idle: a PENDING, QUEUED or RUNNING
+        # continuation is referenced by the runtime): its queue must not stay
+        # bound for ever.  Garbage collection runs this at any point of any
+        # thread, maybe one holding the state lock, so it takes no lock: the
+        # queue goes to rt._collected, and whoever next needs the count
+        # (release, stats) takes it off under the state lock (_reap_collected_locked).
+        try:
+            flags = self._flags
+        except AttributeError:  # __init__ raised before setting it
+            return
+        if not flags & DETACHED:
+            wq = self._wq
+            wq.rt._collected.append(wq)
 
     # -- scheduling ---------------------------------------------------------
 
@@ -697,13 +725,13 @@ class Continuation(Generic[A]):
         never runs concurrently with the old one (docs/semantics.md).
 
         Raises:
-            TypeError: ``func`` is not callable.
+            TypeError: ``func`` is not callable, or is a coroutine, async
+                generator or generator function (see :func:`check_func`).
             BusyError: lock-less and PENDING or INVOKING (EBUSY).
             MutexError: the continuation has a lock the caller does not hold.
             DestroyedError: the continuation was destroyed.
         """
-        if not callable(func):
-            raise TypeError(f"func must be callable, not {type(func).__name__}")
+        check_func(func)
         rt = self._wq.rt
         with rt._lock:
             self._check_settable_locked("setfunc")
@@ -769,6 +797,53 @@ class Continuation(Generic[A]):
 
     def __repr__(self) -> str:
         return f"<kcont.Continuation {label_of(self)} {flag_names(self._flags)} on {self._wq.name}>"
+
+
+# Code flags of functions whose call only creates an object (a coroutine, an
+# async generator, a generator) and runs none of their body.
+_NOT_RUN_BY_A_CALL = inspect.CO_COROUTINE | inspect.CO_ASYNC_GENERATOR | inspect.CO_GENERATOR
+
+
+def check_func(func: object, call: str = "func(arg, kc)") -> None:
+    """Refuse a ``func`` that kcont cannot run: not callable, or a coroutine,
+    async generator or generator function (also behind ``functools.partial``,
+    as a bound method, or as the ``__call__`` of a callable object), whose
+    call would build an object that nobody awaits or iterates, silently.
+
+    It may run user code (a metaclass's attribute lookup of ``__call__``):
+    call it before taking any lock.  ``call`` is how the caller's layer calls
+    the function, for the message.
+
+    Raises:
+        TypeError: says which kind of function, and what to do instead.
+    """
+    if not callable(func):
+        raise TypeError(f"func must be callable, not {type(func).__name__}")
+    if (
+        isinstance(func, FunctionType)
+        and not func.__code__.co_flags & _NOT_RUN_BY_A_CALL
+        and getattr(func, "_is_coroutine_marker", None) is None  # inspect.markcoroutinefunction
+    ):
+        return  # the common case, in about 80 ns (inspect's checks take about 1 us)
+    target: Any = func
+    while isinstance(target, functools.partial):
+        target = target.func
+    if not isinstance(target, (FunctionType, MethodType, BuiltinFunctionType, type)):
+        # A callable object: its class's __call__ (never an attribute of the
+        # object itself, whose __getattr__ is user code that may misbehave).
+        target = getattr(type(target), "__call__", None)  # noqa: B004 - not a test of callability
+    if inspect.iscoroutinefunction(target):
+        kind = "a coroutine function"
+        instead = "wrap the call (asyncio.run_coroutine_threadsafe) or use a plain function"
+    elif inspect.isasyncgenfunction(target):
+        kind = "an async generator function"
+        instead = "use a plain function"
+    elif inspect.isgeneratorfunction(target):
+        kind = "a generator function"
+        instead = "use a plain function (a generator's body runs only when it is iterated)"
+    else:
+        return
+    raise TypeError(f"func is {kind}: kcont calls {call} and never awaits or iterates the result; {instead}")
 
 
 def _destroyed_func(arg: object, kc: Continuation[Any]) -> None:

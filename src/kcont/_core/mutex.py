@@ -23,11 +23,25 @@ Locking
     Lock order: a runtime's state lock may be held when ``_wlock`` is taken
     (the dispatcher parks under it); waiters are *called* with no lock held,
     because a waiter takes the runtime's state lock.
+    ``_mutexes`` (weak references to every Mutex) takes no lock: it is a
+    ``collections.deque``, whose appends and pops are documented
+    thread-safe (free-threaded CPython too), so creating a Mutex takes no
+    lock that garbage collection, run at that moment, could need again.
+
+After os.fork()
+    Every Mutex alive is listed (weakly) so that the child process can make
+    each usable (:func:`after_fork_in_child`): a fresh ``_wlock`` (a parent's
+    thread may have held it), no waiter of a runtime that cannot run in the
+    child, and free if it was held by a thread other than the one that
+    forked (that thread does not exist in the child, and only the holder may
+    release a Mutex; what it guards may be half-updated).
 """
 
 from __future__ import annotations
 
 import threading
+import weakref
+from collections import deque
 from collections.abc import Callable
 from types import TracebackType
 from typing import Any
@@ -68,6 +82,9 @@ class Mutex:
         self._wlock = threading.Lock()
         self._waiters: list[Waiter] = []  # W
         self.name = name
+        _mutexes.append(weakref.ref(self))
+        if len(_mutexes) >= _prune_at:
+            _prune()
 
     def acquire(self, blocking: bool = True, timeout: float = -1) -> bool:
         """Take the lock; return True if taken (as ``threading.Lock.acquire``)."""
@@ -136,3 +153,42 @@ class Mutex:
                 return True
             self._waiters.append((callback, arg))
             return False
+
+
+# -- os.fork() -----------------------------------------------------------------------
+
+# Every Mutex alive (and some dead, until the next prune), for the child.
+_mutexes: deque[weakref.ref[Mutex]] = deque()
+_PRUNE_MIN = 1024
+_prune_at = _PRUNE_MIN  # a hint: racy updates only move the next prune
+
+
+def _prune() -> None:
+    """Drop the references to dead mutexes: one rotation through the deque,
+    with its thread-safe operations only (another thread may add or prune
+    meanwhile; a reference seen twice is kept or dropped twice, harmlessly)."""
+    global _prune_at
+    for _ in range(len(_mutexes)):
+        try:
+            ref = _mutexes.popleft()
+        except IndexError:  # another thread pruned it empty
+            break
+        if ref() is not None:
+            _mutexes.append(ref)
+    _prune_at = max(_PRUNE_MIN, 2 * len(_mutexes))
+
+
+def after_fork_in_child(dead_waiter: Callable[[Waiter], bool]) -> None:
+    """Make every Mutex usable in the child (see module docstring).  The
+    child has one thread, the one that forked: it may hold a Mutex, which
+    stays held.  ``dead_waiter(waiter)`` tells a waiter to drop."""
+    me = _get_ident()
+    for ref in list(_mutexes):
+        mutex = ref()
+        if mutex is None:
+            continue
+        mutex._wlock = threading.Lock()
+        mutex._waiters = [w for w in mutex._waiters if not dead_waiter(w)]
+        if mutex._owner != me and mutex._lock.locked():
+            mutex._lock = threading.Lock()
+            mutex._owner = None

@@ -23,7 +23,9 @@ Locking
     and of its continuations, run queues, workqueues and timer wheel.  It is
     never held while a continuation's function, an exception handler or a
     mutex waiter runs.  Lock order: S -> ``Mutex._wlock``.  ``_registry_lock``
-    guards the process-wide list of entered runtimes (taken alone).
+    guards the process-wide list of entered runtimes and ``_every_runtime``
+    (taken alone, except by the forking thread: see "os.fork()" below).
+    ``_collected`` takes no lock (see :mod:`kcont._core.continuation`).
 """
 
 from __future__ import annotations
@@ -32,7 +34,10 @@ import contextlib
 import errno
 import itertools
 import logging
+import os
 import threading
+import weakref
+from collections import deque
 from collections.abc import Callable, Iterator
 from contextvars import Context
 from dataclasses import dataclass
@@ -40,6 +45,7 @@ from types import BuiltinFunctionType, FunctionType, MethodType
 from typing import TYPE_CHECKING, Any
 
 from ..errors import InvalidArgumentError, NoRuntimeError, ShutdownError
+from . import mutex as _mutex
 from .flags import DESTROYED, PENDING, QUEUED
 from .runqueue import COUNTERS
 from .timerwheel import TimerWheel
@@ -74,6 +80,9 @@ _tls = _ThreadState()
 _registry_lock = threading.Lock()
 _entered: list[RuntimeCore] = []  # process-wide, most recent last
 _runtime_ids = itertools.count(1)
+_serials = itertools.count()
+# Every runtime not yet collected (fork, interpreter exit).
+_every_runtime: weakref.WeakSet[RuntimeCore] = weakref.WeakSet()
 
 
 class CPU:
@@ -116,6 +125,8 @@ class RuntimeCore:
         self.name = name or f"{type(self).__name__.lower()}{next(_runtime_ids)}"
         self.hz = hz
         self._lock = threading.Lock()
+        self._serial = next(_serials)  # fork takes state locks in this order
+        self._forked = False  # copied into a child by os.fork(): refuses everything
         self.cpus: tuple[CPU, ...] = tuple(CPU(self, i) for i in range(ncpu))
         self._wheel = TimerWheel()
         self._created = 0  # S: continuations created
@@ -138,6 +149,9 @@ class RuntimeCore:
         self._wq_order = itertools.count()
         self._acquired: dict[tuple[int, int], Workqueue] = {}  # S
         self._workqueues: list[Workqueue] = []  # S: every live queue
+        # Lock-free: queues whose continuation was collected without destroy(),
+        # one entry per continuation (Continuation.__del__; taken off under S).
+        self._collected: deque[Workqueue] = deque()
         self._predefined: tuple[Workqueue, ...] = tuple(
             self._add_workqueue_locked(p.name, p.pri, WQ_PERCPU, predefined=True) for p in PREDEFINED
         )
@@ -150,6 +164,8 @@ class RuntimeCore:
         # when nobody needs telling (the simulator steps by itself).
         self._kick: Callable[[RunQueue], None] | None = None
         self.exception_handler: ExceptionHandler = self.default_exception_handler
+        with _registry_lock:
+            _every_runtime.add(self)
 
     # -- what a concrete runtime provides ----------------------------------
 
@@ -187,6 +203,14 @@ class RuntimeCore:
         with self._lock:
             if rq.wake_locked(key) and self._kick is not None:
                 self._kick(rq)
+
+    def _after_fork_in_child(self, consistent: bool) -> None:
+        """In a child made by ``os.fork()``.  ``consistent``: the forking
+        thread held the state lock, and has released it in the child.  A
+        runtime without threads (the simulator) goes on; with a fresh state
+        lock if another thread may have held it."""
+        if not consistent:
+            self._lock = threading.Lock()
 
     # -- context manager and current runtime --------------------------------
 
@@ -262,12 +286,19 @@ class RuntimeCore:
         with self._lock:
             if wq.predefined or wq.freed or wq.acquired <= 0 or wq.rt is not self:
                 return errno.EINVAL
+            self._reap_collected_locked()
             if wq.acquired == 1:
                 if wq.bound:
                     return errno.EBUSY
                 self._free_workqueue_locked(wq)
             wq.acquired -= 1
             return 0
+
+    def _reap_collected_locked(self) -> None:
+        """Unbind the continuations collected without ``destroy()``."""
+        collected = self._collected
+        while collected:  # only S holders take entries off: none vanishes under us
+            collected.popleft().bound -= 1
 
     def _free_workqueue_locked(self, wq: Workqueue) -> None:
         wq.freed = True
@@ -348,6 +379,7 @@ class RuntimeCore:
         ``func_ns``.
         """
         with self._lock:
+            self._reap_collected_locked()
             names = (*COUNTERS, "depth")
             queues: dict[str, dict[str, int]] = {}
             cpus = [dict.fromkeys(names, 0) for _ in self.cpus]
@@ -506,6 +538,74 @@ def _describe(kc: Continuation[Any], now: int) -> dict[str, Any]:
         "queued": bool(kc._flags & QUEUED),
         "destroyed": bool(kc._flags & DESTROYED),
     }
+
+
+# -- os.fork() -------------------------------------------------------------------------
+#
+# The forking thread takes every runtime's state lock (in creation order, so
+# two threads forking at once cannot deadlock), then the registry locks, as
+# CPython does for its own locks: the child's copies are then consistent (no
+# transition half done), and the parent's threads only wait a moment.  No
+# thread ever waits for another lock while holding a state lock, and no user
+# code runs under one, so the forking thread can always get them; a bounded
+# wait still guards against the unforeseen (a lock not taken is replaced in
+# the child all the same).  In the child, every lock a parent's thread may
+# have held is replaced: the threaded runtimes refuse everything
+# (ForkedRuntimeError, see kcont.threaded), the simulated ones go on.
+
+_FORK_LOCK_WAIT = 2.0  # seconds
+_fork_held: list[threading.Lock] = []  # state locks the forking thread holds
+
+
+def _before_fork() -> None:
+    with _registry_lock:
+        runtimes = sorted(_every_runtime, key=lambda rt: rt._serial)
+    for rt in runtimes:
+        lock = rt._lock
+        if lock.acquire(True, _FORK_LOCK_WAIT):
+            _fork_held.append(lock)
+    _registry_lock.acquire()
+
+
+def _after_fork_in_parent() -> None:
+    _registry_lock.release()
+    while _fork_held:
+        _fork_held.pop().release()
+
+
+def _after_fork_in_child() -> None:
+    global _registry_lock
+    _registry_lock = threading.Lock()
+    # Released, not just replaced: the forking thread may be inside a
+    # continuation, and the dispatch function it returns to takes its runtime's
+    # lock again (a threaded runtime's dispatch then finds nothing to run).
+    held = {id(lock) for lock in _fork_held}
+    while _fork_held:
+        _fork_held.pop().release()
+    forked: set[int] = set()
+    runtimes = list(_every_runtime)  # alive while their ids are compared
+    for rt in runtimes:
+        rt._after_fork_in_child(id(rt._lock) in held)
+        if rt._forked:
+            forked.add(id(rt))
+            _every_runtime.discard(rt)  # nothing to shut down at exit: no thread of it here
+
+    def dead_waiter(waiter: tuple[Callable[[Any], None], Any]) -> bool:
+        # A waiter is a runtime's _wake_parked (kcont's own bound method).
+        return id(getattr(waiter[0], "__self__", None)) in forked
+
+    _mutex.after_fork_in_child(dead_waiter)
+    cpu = _tls.cpu
+    if cpu is not None and cpu.rt._forked:
+        # Forked from inside a continuation: the child is no CPU's worker, and
+        # its current runtime is whatever it enters.
+        _tls.cpu = None
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(
+        before=_before_fork, after_in_parent=_after_fork_in_parent, after_in_child=_after_fork_in_child
+    )
 
 
 def check_timeout(timeout: object) -> float | None:

@@ -174,6 +174,7 @@ def _check(c: object) -> Callout:
 def _check_func(func: object) -> None:
     if not callable(func):
         raise TypeError(f"func must be callable (KASSERT(func != NULL)), not {type(func).__name__}")
+    kcont.check_func(func, "func(arg)")  # refuses coroutine and generator functions
 
 
 def callout_init(flags: int = 0) -> Callout:
@@ -200,7 +201,8 @@ def callout_setfunc(c: Callout, func: Handler, arg: Any) -> None:
     pair; the next one uses the new pair.
 
     Raises:
-        TypeError: ``func`` is not callable.
+        TypeError: ``func`` is not callable, or is a coroutine, async
+            generator or generator function (``kcont.check_func``).
         kcont.DestroyedError: the callout was destroyed.
     """
     _check(c)

@@ -180,7 +180,8 @@ def softint_establish(flags: int, func: Handler, arg: Any) -> Softint:
 
     Raises:
         KassertError: a level >= ``SOFTINT_COUNT`` or an unknown flag.
-        TypeError: ``func`` is not callable.
+        TypeError: ``func`` is not callable, or is a coroutine, async
+            generator or generator function (``kcont.check_func``).
         kcont.NoRuntimeError: no runtime is current.
 
     Context:
@@ -193,8 +194,7 @@ def softint_establish(flags: int, func: Handler, arg: Any) -> Softint:
             f"softint_establish: bad flags {flags:#x} (KASSERT(level < SOFTINT_COUNT), "
             "known flags: a level, SOFTINT_MPSAFE, SOFTINT_RCPU)"
         )
-    if not callable(func):
-        raise TypeError(f"func must be callable, not {type(func).__name__}")
+    kcont.check_func(func, "func(arg)")
     return Softint(flags, func, arg)
 
 

@@ -231,13 +231,14 @@ def workqueue_create(name: str, func: Callback, arg: Any, prio: int, ipl: int, f
     Raises:
         kcont.InvalidArgumentError: unknown flags or a priority out of range
             (errno ``EINVAL``, what C would return).
-        TypeError: ``func`` is not callable, or an argument has a wrong type.
+        TypeError: ``func`` is not callable or is a coroutine, async
+            generator or generator function (``kcont.check_func``), or an
+            argument has a wrong type.
         kcont.NoRuntimeError: no runtime is current.
     """
     if not isinstance(name, str):
         raise TypeError(f"name must be a str, not {type(name).__name__}")
-    if not callable(func):
-        raise TypeError(f"func must be callable, not {type(func).__name__}")
+    kcont.check_func(func, "func(wk, arg)")
     for label, value in (("prio", prio), ("ipl", ipl), ("flags", flags)):
         if not isinstance(value, int) or isinstance(value, bool):
             raise TypeError(f"{label} must be an int, not {type(value).__name__}")
