@@ -56,8 +56,8 @@ Locking
     counter here.  ``_ended`` is a Condition on S (halt, destroy, wait_idle).
     Worker semaphores are released with S held (a release never blocks).
     The finalizer runs wherever garbage collection runs, maybe in a thread
-    that holds S: it only tries S, and hands the wake-up to a short-lived
-    thread when S is busy.
+    that holds S: it only tries S; when S is busy, the timer thread (then
+    its only possible holder) wakes the workers (see ``_collected``).
 
 After os.fork()
     A child process has none of the parent's threads.  Every threaded
@@ -783,6 +783,10 @@ def _timer_main(ref: weakref.ref[Runtime], threads: _Threads) -> None:
     while True:
         rt = ref()
         if rt is None:
+            # Collected: the finalizer may have found the state lock busy
+            # (held right here), and left waking the workers to us.
+            with threads.lock:
+                threads.wake_all_locked()
             return
         wake_ns = rt._timer_pass()
         del rt  # asleep, hold nothing (as the workers)
@@ -812,26 +816,17 @@ def _collected(threads: _Threads) -> None:
     filter may turn the warning into an exception).
 
     Garbage collection runs it at any point of any thread, maybe one that
-    holds this very state lock (the timer thread, between two passes): it
-    only tries the lock, and hands the wake-up to a short thread if busy."""
+    holds this very state lock: it only tries the lock.  Once the runtime is
+    unreachable, the only thread that can hold its state lock is its timer
+    thread, between two passes (every other holder references the runtime);
+    when the try fails, that thread wakes the others itself as it finds the
+    runtime gone (``_timer_main``)."""
     if threads.lock.acquire(False):
         try:
             threads.wake_all_locked()
         finally:
             threads.lock.release()
-    else:
-        try:
-            threading.Thread(
-                target=_release_threads, args=(threads,), name=f"kcont/{threads.name}/reaper", daemon=True
-            ).start()
-        except RuntimeError:  # interpreter shutting down: its daemon threads die with it
-            pass
     _warn_not_shut_down(threads.name)
-
-
-def _release_threads(threads: _Threads) -> None:
-    with threads.lock:
-        threads.wake_all_locked()
 
 
 def _has_threads(rt: Runtime) -> bool:

@@ -229,7 +229,7 @@ class Continuation(Generic[A]):
             if rt._collected:  # keeps it short where nothing else reads it
                 rt._reap_collected_locked()
 
-    def __del__(self) -> None:
+    def __del__(self, _detached: int = DETACHED) -> None:  # (a default: no global lookup at exit)
         # Collected without destroy() (so idle: a PENDING, QUEUED or RUNNING
         # continuation is referenced by the runtime): its queue must not stay
         # bound for ever.  Garbage collection runs this at any point of any
@@ -240,7 +240,7 @@ class Continuation(Generic[A]):
             flags = self._flags
         except AttributeError:  # __init__ raised before setting it
             return
-        if not flags & DETACHED:
+        if not flags & _detached:
             wq = self._wq
             wq.rt._collected.append(wq)
 
