@@ -72,6 +72,7 @@ from .errors import (
     ShutdownError,
     SimDeadlockError,
     WorkqueueReleasedError,
+    WouldDeadlockError,
 )
 from .periodic import Periodic, PeriodicRun
 from .sim import SimRuntime, TraceEvent
@@ -115,6 +116,7 @@ __all__ = [
     "TraceEvent",
     "Workqueue",
     "WorkqueueReleasedError",
+    "WouldDeadlockError",
     "__version__",
     "bind_cpu",
     "capi",

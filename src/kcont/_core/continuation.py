@@ -89,6 +89,7 @@ from ..errors import (
     NoPerCPUQueueError,
     ShutdownError,
     WorkqueueReleasedError,
+    WouldDeadlockError,
 )
 from .flags import (
     DESTROYED,
@@ -101,6 +102,7 @@ from .flags import (
     SHARED_CTX,
     flag_names,
 )
+from .ki import protected
 from .mutex import Mutex
 from .runtime import CPU, _tls, check_timeout, current_runtime, label_of
 from .workqueue import PredefinedQueue, Workqueue
@@ -184,6 +186,7 @@ class Continuation(Generic[A]):
                     f"{cls.__qualname__} may not define {name}: a continuation is equal only to itself"
                 )
 
+    @protected
     def __init__(
         self,
         wq: Workqueue | PredefinedQueue,
@@ -246,6 +249,7 @@ class Continuation(Generic[A]):
 
     # -- scheduling ---------------------------------------------------------
 
+    @protected
     def schedule(self, nticks: int = 0, cpu: CPU | None = None, *, ack: bool = False) -> None:
         """Commit an invocation now (``nticks=0``) or arm the timer.
 
@@ -409,6 +413,7 @@ class Continuation(Generic[A]):
 
     # -- stop, halt, destroy ------------------------------------------------
 
+    @protected
     def stop(self) -> bool:
         """Disarm the timer and cancel a committed invocation that has not
         started.
@@ -450,6 +455,7 @@ class Continuation(Generic[A]):
             rt._record("stop", self, rq.cpu)
         return bool(flags & EXPIRED)
 
+    @protected
     def halt(self, interlock: Mutex | None = None, timeout: float | None = None) -> bool:
         """Stop, then wait until no invocation of this continuation runs.
 
@@ -477,6 +483,7 @@ class Continuation(Generic[A]):
         self._wait_halted(interlock, timeout, "halt")
         return expired
 
+    @protected
     def _wait_halted(self, interlock: Mutex | None, timeout: float | None, what: str) -> None:
         """Wait until no invocation runs, for a halt or a destroy that the
         caller registered in ``rt._halting`` under the state lock, *before*
@@ -504,11 +511,14 @@ class Continuation(Generic[A]):
                     del rt._halting[self]
                 self._stop_locked()
             if released:
-                interlock.acquire()  # type: ignore[union-attr]
+                # Taken back whatever happens (an interrupt raised by the
+                # wait included): the caller's `with interlock:` releases it.
+                _retake(interlock)  # type: ignore[arg-type]
 
     def _not_running_locked(self) -> bool:
         return not self._flags & RUNNING
 
+    @protected
     def flush(self, timeout: float | None = None) -> bool:
         """Wait until the invocations committed when it is called (a running
         one, a queued one) have finished (Linux ``flush_work``; NetBSD
@@ -543,6 +553,9 @@ class Continuation(Generic[A]):
                     return False
                 return not (flags & RUNNING and self._started <= target)
 
+            deadlock = rt._flush_would_deadlock_locked(self)
+            if deadlock is not None:
+                raise WouldDeadlockError(f"flush of {self!r} {deadlock}")
             rt._wait_locked(flushed, timeout, f"flush of {self!r}")
             return True
 
@@ -552,6 +565,7 @@ class Continuation(Generic[A]):
         calling thread is running it)."""
         return self._runner == _get_ident()
 
+    @protected
     def destroy(self, timeout: float | None = None) -> None:
         """Halt and retire the continuation: every later schedule, setfunc,
         setarg or setmutex is refused with :class:`DestroyedError`.
@@ -598,6 +612,7 @@ class Continuation(Generic[A]):
 
     # -- acknowledgement and predicates -----------------------------------
 
+    @protected
     def ack(self) -> bool:
         """Clear INVOKING and return its previous value (the seed's
         ``kcont_ack``).  A function that re-arms itself calls ``ack()`` first."""
@@ -699,6 +714,7 @@ class Continuation(Generic[A]):
     def arg(self, arg: A) -> None:
         self.set_arg(arg)
 
+    @protected
     def set_arg(self, arg: A) -> None:
         """Change the argument (the seed's ``kcont_setarg``).
 
@@ -716,6 +732,7 @@ class Continuation(Generic[A]):
             self._arg = arg
         del replaced
 
+    @protected
     def set_func(self, func: Callable[[A, Continuation[A]], object], arg: A) -> None:
         """Change the function and argument (the seed's ``kcont_setfunc``,
         with the signature of ``kcont_create``: ``func(arg, kc)``).
@@ -745,6 +762,7 @@ class Continuation(Generic[A]):
             self._arg = arg
         del replaced
 
+    @protected
     def set_mutex(self, lock: Mutex | None) -> Mutex | None:
         """Replace the associated lock and return the previous one (the
         seed's ``kcont_setmutex``).
@@ -844,6 +862,20 @@ def check_func(func: object, call: str = "func(arg, kc)") -> None:
     else:
         return
     raise TypeError(f"func is {kind}: kcont calls {call} and never awaits or iterates the result; {instead}")
+
+
+def _retake(interlock: Mutex) -> None:
+    """Take ``interlock`` back after a wait, even if an interrupt ends its
+    own wait for the lock (then raised once it is held)."""
+    interrupted: KeyboardInterrupt | None = None
+    while True:
+        try:
+            interlock.acquire()
+            break
+        except KeyboardInterrupt as exc:
+            interrupted = exc
+    if interrupted is not None:
+        raise interrupted
 
 
 def _destroyed_func(arg: object, kc: Continuation[Any]) -> None:

@@ -45,6 +45,7 @@ from types import BuiltinFunctionType, FunctionType, MethodType
 from typing import TYPE_CHECKING, Any
 
 from ..errors import InvalidArgumentError, NoRuntimeError, ShutdownError
+from . import ki
 from . import mutex as _mutex
 from .flags import DESTROYED, PENDING, QUEUED
 from .runqueue import COUNTERS
@@ -166,6 +167,7 @@ class RuntimeCore:
         self.exception_handler: ExceptionHandler = self.default_exception_handler
         with _registry_lock:
             _every_runtime.add(self)
+        ki.attach(self)  # KeyboardInterrupt safety (see kcont._core.ki)
 
     # -- what a concrete runtime provides ----------------------------------
 
@@ -185,6 +187,12 @@ class RuntimeCore:
         """
         raise NotImplementedError
 
+    def _flush_would_deadlock_locked(self, kc: Continuation[Any]) -> str | None:
+        """Why a flush of ``kc`` that must wait could never end (the caller
+        itself is the only thread that could run what it waits for), or None.
+        Called with the state lock held, before the wait."""
+        return None
+
     def _notify_ended_locked(self) -> None:
         """An invocation ended or a queued entry was cancelled, and
         ``_ended_waiters`` is non-zero."""
@@ -196,6 +204,7 @@ class RuntimeCore:
         happens; the interleaving explorer (:mod:`kcont.interleave`) switches
         threads there, to reach every window a wait leaves open."""
 
+    @ki.protected
     def _wake_parked(self, waiter: tuple[RunQueue, Any]) -> None:
         """Mutex waiter: the lock a sub-queue parked on was released.
         Called with no lock held (from ``Mutex.release``)."""
@@ -214,6 +223,7 @@ class RuntimeCore:
 
     # -- context manager and current runtime --------------------------------
 
+    @ki.protected
     def __enter__(self) -> Any:
         entered = _tls.entered
         if entered is None:
@@ -223,6 +233,7 @@ class RuntimeCore:
             _entered.append(self)
         return self
 
+    @ki.protected
     def __exit__(self, *exc: object) -> None:
         entered = _tls.entered
         if entered and self in entered:
@@ -264,6 +275,7 @@ class RuntimeCore:
             raise TypeError(f"percpu must be a bool, not {type(percpu).__name__}")
         return self.acquire_workqueue(pri, WQ_PERCPU if percpu else 0)
 
+    @ki.protected
     def acquire_workqueue(self, pri: int, flags: int = 0) -> Workqueue:
         """``kcont_workqueue_acquire(pri, flags)`` for this runtime."""
         pri = check_pri(pri)
@@ -279,6 +291,7 @@ class RuntimeCore:
             wq.acquired += 1
             return wq
 
+    @ki.protected
     def _release_workqueue(self, wq: Workqueue) -> int:
         """``kcont_workqueue_release``: 0, EBUSY or EINVAL."""
         if not isinstance(wq, Workqueue):
@@ -310,6 +323,7 @@ class RuntimeCore:
         self._rank_locked(wq.band)
 
     @property
+    @ki.protected
     def workqueues(self) -> tuple[Workqueue, ...]:
         """Every live queue, predefined ones first."""
         with self._lock:
@@ -370,6 +384,7 @@ class RuntimeCore:
 
     # -- statistics ----------------------------------------------------------
 
+    @ki.protected
     def stats(self) -> dict[str, Any]:
         """Counters per queue, per CPU and in total (a snapshot).
 
@@ -414,6 +429,7 @@ class RuntimeCore:
         live = sum(rq.invoked for wq in self._workqueues for rq in wq.unique_rqs())
         return live + self._invoked_on_freed
 
+    @ki.protected
     def _account(self) -> ShutdownAccount:
         """The shutdown account so far (final once nothing runs)."""
         with self._lock:
@@ -460,6 +476,7 @@ class RuntimeCore:
         """Entries committed and not started, parked ones included."""
         return sum(rq.depth() for wq in self._workqueues for rq in wq.unique_rqs())
 
+    @ki.protected
     def pending_dump(self) -> list[dict[str, Any]]:
         """What is armed or queued now, like ``/proc/timer_list``: one entry per
         continuation with its name, queue, CPU, state and deadline."""
@@ -557,6 +574,7 @@ _FORK_LOCK_WAIT = 2.0  # seconds
 _fork_held: list[threading.Lock] = []  # state locks the forking thread holds
 
 
+@ki.protected
 def _before_fork() -> None:
     with _registry_lock:
         runtimes = sorted(_every_runtime, key=lambda rt: rt._serial)
@@ -567,12 +585,14 @@ def _before_fork() -> None:
     _registry_lock.acquire()
 
 
+@ki.protected
 def _after_fork_in_parent() -> None:
     _registry_lock.release()
     while _fork_held:
         _fork_held.pop().release()
 
 
+@ki.protected
 def _after_fork_in_child() -> None:
     global _registry_lock
     _registry_lock = threading.Lock()
