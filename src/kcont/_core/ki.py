@@ -252,7 +252,7 @@ def _redeliver_main() -> None:
 
 def _start_redeliverer() -> None:
     if _state.redeliverer is None or not _state.redeliverer.is_alive():
-        thread = threading.Thread(target=_redeliver_main, name="kcont/interrupts", daemon=True)
+        thread = threading.Thread(target=_redeliver_main, name="kcont-interrupts", daemon=True)
         thread.start()
         _state.redeliverer = thread
 
