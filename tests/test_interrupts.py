@@ -8,7 +8,10 @@ reaches the chosen line (the tracer is compiled under a ``<frozen ...>``
 file name, as the standard library's frozen modules are, so that it counts
 as library code and not as the caller's: the interrupt is seen as arriving
 in the traced function itself).  Waits are interrupted with a real SIGINT
-sent to the main thread by a helper thread.
+sent to the main thread by a helper thread.  A tracer being active, the
+deferred interrupt is then delivered by a signal sent again; without one (the
+tests that hold the state lock from a helper thread, the whole programs), by
+the return of the protected call.
 """
 
 from __future__ import annotations
@@ -313,6 +316,63 @@ def test_ctrl_c_while_the_wait_takes_the_state_lock_back(wait: str) -> None:
         release.set()
         kc.flush(timeout=5)
     assert rt._account().unfinished == 0
+
+
+def _hold_state_lock_and_signal(rt: Any, main: int, hold: float) -> threading.Thread:
+    """Take the state lock, then send SIGINT to the main thread once it blocks
+    on that lock inside kcont, and release the lock ``hold`` seconds later."""
+    taken = threading.Event()
+
+    def holder() -> None:
+        with rt._lock:
+            taken.set()
+            time.sleep(0.05)  # the main thread is now waiting for the lock
+            signal.pthread_kill(main, signal.SIGINT)
+            time.sleep(hold)
+
+    t = threading.Thread(target=holder)
+    t.start()
+    taken.wait(5)
+    return t
+
+
+def test_ctrl_c_while_stop_waits_for_the_state_lock_lets_the_stop_finish_first(sim: SimRuntime) -> None:
+    """Deferred without any tracer: the interrupt is raised when stop returns,
+    in place of its result, with the entry dequeued and the lock free."""
+    assert sys.gettrace() is None or pytest.skip("a tracer (coverage, debugger) is active")
+    kc = Continuation(kcont.wq_softnet, lambda arg, kc: None)
+    kc.schedule()
+    t = _hold_state_lock_and_signal(sim, threading.get_ident(), 0.1)
+    with pytest.raises(KeyboardInterrupt):
+        kc.stop()
+    t.join(5)
+    check_consistent(sim, kc)
+    assert not kc.queued and sim.run_until_idle() == 0
+
+
+def test_an_interrupt_deferred_before_a_long_wait_ends_the_wait() -> None:
+    """Deferred while halt takes the state lock, the interrupt is raised as
+    soon as halt starts sleeping, not when the function finally returns."""
+    release = threading.Event()
+
+    def slow(arg: Any, kc: Continuation[Any]) -> None:
+        release.wait(10)
+
+    with kcont.Runtime(ncpu=1) as rt:
+        kc = rt.continuation(kcont.wq_prilow, slow)
+        kc.schedule()
+        while not kc.running:
+            time.sleep(0.001)
+        started = time.monotonic()
+        t = _hold_state_lock_and_signal(rt, threading.get_ident(), 0.1)
+        with pytest.raises(KeyboardInterrupt):
+            kc.halt()
+        assert time.monotonic() - started < 2.0 and kc.running
+        t.join(5)
+        check_consistent(rt, kc)
+        assert not rt._halting and rt._ended_waiters == 0
+        release.set()
+        kc.flush(timeout=5)
 
 
 def test_ctrl_c_during_a_contended_mutex_wait_leaves_it_to_its_holder() -> None:

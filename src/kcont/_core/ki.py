@@ -54,13 +54,14 @@ from __future__ import annotations
 import _thread
 import os
 import signal
+import sys
 import sysconfig
 import threading
 import time
 import weakref
 from collections.abc import Callable
 from types import CodeType, FrameType
-from typing import Any, TypeVar
+from typing import Any, NoReturn, TypeVar
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -88,6 +89,8 @@ def block(token: _thread.LockType, timeout: float | None) -> bool:
     """Sleep until ``token`` is released (True) or ``timeout`` seconds pass
     (False); an interrupt ends the sleep.  A token is a fresh lock its waiter
     holds: losing its release to an interrupt harms nobody."""
+    if _state.deferred:  # deferred by the protected code just before: the wait ends it
+        _deliver()
     return token.acquire(True, -1 if timeout is None else timeout)
 
 
@@ -184,21 +187,15 @@ def _transparent(filename: str) -> bool:
 
 def in_protected_code(frame: FrameType | None) -> bool:
     """True if an interrupt arriving in ``frame`` must be deferred."""
-    while frame is not None:
-        code = frame.f_code
-        if code in _protected:
-            return True
-        if code in _interruptible or not _transparent(code.co_filename):
-            return False
-        frame = frame.f_back
-    return False
+    return _deferral_target(frame) is not None
 
 
-# -- the handler and the redelivery -----------------------------------------------
+# -- the handler and the delivery of a deferred interrupt ------------------------
 
 
 class _State:
     deferred = False  # an interrupt waits to be delivered (main thread writes)
+    traced: FrameType | None = None  # the protected frame whose return delivers it
     redeliverer: threading.Thread | None = None
     main_ident = threading.main_thread().ident
 
@@ -207,22 +204,92 @@ _state = _State()
 _wake = _thread.allocate_lock()
 _wake.acquire()
 _attached: weakref.WeakSet[Any] = weakref.WeakSet()
-# Seconds between a deferral and the signal that delivers it again: longer than
-# any of kcont's critical sections, short enough to be instant to a person.
+# Seconds between a deferral and the signal that delivers it again (when a
+# tracer of the user's, a debugger or coverage, is active): longer than any of
+# kcont's critical sections, short enough to be instant to a person.
 REDELIVERY_DELAY = 0.002
 
 
 def _handler(signum: int, frame: FrameType | None) -> None:
     """SIGINT's handler while a runtime exists (see module docstring)."""
-    if _state.redeliverer is not None and in_protected_code(frame):
-        _state.deferred = True
-        try:
-            _wake.release()
-        except RuntimeError:  # already released: a redelivery is on its way
-            pass
+    target = _deferral_target(frame)
+    if target is not None and _defer(target):
         return
+    _deliver()
+
+
+def _deferral_target(frame: FrameType | None) -> FrameType | None:
+    """The outermost protected frame of the protected region the main thread
+    is in (its return ends the region), or None if the interrupt must be
+    raised now."""
+    target = None
+    while frame is not None:
+        code = frame.f_code
+        if code in _protected:
+            target = frame
+        elif code in _interruptible or not _transparent(code.co_filename):
+            break
+        frame = frame.f_back
+    return target
+
+
+def _defer(target: FrameType) -> bool:
+    """Record the interrupt and arrange its delivery: when ``target`` returns,
+    or when the main thread calls user code or a wait's blocking part before
+    that (a trace function on the main thread, only while an interrupt is
+    deferred); with a tracer of the user's already active, by a signal sent
+    again shortly.  False if neither is possible (raise now)."""
+    _state.deferred = True
+    if _state.traced is not None:
+        return True  # an outer region's return is watched already
+    if sys.gettrace() is None:
+        target.f_trace = _on_return
+        target.f_trace_lines = False
+        _state.traced = target
+        sys.settrace(_on_call)
+        return True
+    if _state.redeliverer is None:
+        return False
+    try:
+        _wake.release()
+    except RuntimeError:  # already released: a redelivery is on its way
+        pass
+    return True
+
+
+def _deliver() -> NoReturn:
+    """Raise the interrupt now (no longer deferred, nothing watched)."""
     _state.deferred = False
+    _unwatch()
     raise KeyboardInterrupt
+
+
+def _on_return(frame: FrameType, event: str, arg: object) -> Any:
+    """Trace function of the protected frame watched: its return (or the
+    exception it ends with) is the first safe point."""
+    if event == "return" and frame is _state.traced:
+        if _state.deferred:
+            _deliver()  # raised in the caller, in place of the return value
+        _unwatch()
+        return None
+    return _on_return
+
+
+def _on_call(frame: FrameType, event: str, arg: object) -> Any:
+    """Global trace function while an interrupt is deferred: a call from the
+    protected region into user code leaves it (a simulated continuation's
+    function, an exception handler): deliver the interrupt there."""
+    if event == "call" and frame.f_code.co_name != "__del__" and _deferral_target(frame) is None:
+        _deliver()
+    return None
+
+
+def _unwatch() -> None:
+    traced = _state.traced
+    if traced is not None:
+        _state.traced = None
+        traced.f_trace = None
+        sys.settrace(None)
 
 
 def _ours(handler: object) -> bool:
