@@ -33,6 +33,14 @@ Locking
     The state lock is the shared one (uncontended here).  ``_ticks`` and the
     wheel's position change together under it; ``_rr``, ``_stepping`` and
     ``_wakeups`` belong to the thread that steps the runtime.
+
+Interrupts
+    The simulator runs on the caller's thread, usually the main one: its
+    methods that take the state lock, and the dispatch function, are
+    ``@ki.protected`` (a KeyboardInterrupt arriving in them is raised once
+    they are out of their critical section), but a continuation's function
+    is user code: an interrupt arriving there is raised at once, inside it,
+    and re-raised by the step, as before.
 """
 
 from __future__ import annotations

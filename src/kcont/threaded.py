@@ -53,7 +53,14 @@ Lifetime
 Locking
     S (the core's state lock) guards the idle lists, ``_starved``,
     ``_threads.timer_sleeping``, ``_stopping``, the worker lists and every
-    counter here.  ``_ended`` is a Condition on S (halt, destroy, wait_idle).
+    counter here.  ``_ended`` is a ``ki.Condition`` on S (halt, destroy,
+    flush, wait_idle, shutdown's drain): its waiters sleep on their own
+    token, so a KeyboardInterrupt ends the sleep but never the re-take of S
+    (``threading.Condition.wait`` takes the lock back in a ``finally`` that an
+    interrupt can break).  The main thread's entry points that take S are
+    ``@ki.protected`` (creation, ``__exit__``, ``shutdown``, the waits,
+    ``wait_ticks``'s expiry); joining threads (``_join_thread``) is
+    interruptible (see :mod:`kcont._core.ki`).
     Worker semaphores are released with S held (a release never blocks).
     The finalizer runs wherever garbage collection runs, maybe in a thread
     that holds S: it only tries S; when S is busy, the timer thread (then

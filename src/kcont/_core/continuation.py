@@ -57,6 +57,17 @@ Locking
     them unseen.  A :class:`~kcont.Mutex` is never released
     with the state lock held (its waiters take that lock).
 
+    Interrupts (KeyboardInterrupt, :mod:`kcont._core.ki`): every method
+    that takes the state lock is ``@protected``, so an interrupt arriving
+    between the lock's acquire and release, or between two writes of one
+    transition, is raised only when the method returns; the helpers it calls
+    (``*_locked``) inherit that.  A wait sleeps in ``ki.block`` (its only
+    interruptible part) with the state lock released, and takes the lock back
+    and unregisters, protected, before the interrupt leaves; a halt takes its
+    interlock back even if an interrupt ends that wait (``_retake``).  A
+    lock taken with a bare ``acquire()`` before its ``try`` is therefore
+    safe in these methods, and only in them.
+
     A continuation collected without ``destroy()`` unbinds from its queue
     through ``rt._collected``, a ``collections.deque`` (whose ``append`` and
     ``popleft`` are documented thread-safe, on free-threaded CPython too):

@@ -24,10 +24,17 @@ What it owns
 
     The handler walks the interrupted frame and its callers: the innermost
     frame that is protected, interruptible or outside kcont and the
-    standard library decides.  A deferred interrupt is delivered again by
+    standard library decides.  A deferred interrupt is raised at the first
+    safe point: the return of the outermost protected frame of the region
+    (in place of its result), or a call from it into user code (the
+    simulator's dispatch calling a function), or the start of a wait's
+    blocking part.  That is watched by a trace function set on the main
+    thread only while an interrupt is deferred (``sys.settrace``, with a
+    ``f_trace`` on that frame).  When a tracer is already active (a debugger,
+    coverage), it is left alone and the interrupt is delivered again by
     :func:`_redeliver_main`, a daemon thread that sends SIGINT to the main
     thread a couple of milliseconds later (a real signal, so that it also
-    ends a blocking wait), until the handler raises it; the calls
+    ends a blocking wait), until the handler raises it.  The calls
     themselves never check anything, so scheduling is not slower.
 
 Installation
@@ -42,9 +49,9 @@ Installation
 Locking
     ``_attached`` (a WeakSet of runtimes) and the install/restore are used by
     the main thread only (``signal.signal`` requires it).  ``_state`` is
-    written by the handler (main thread) and read by the redelivery thread:
-    each field is one attribute (a stale read only delays or repeats a
-    redelivery, which the handler tells apart).  ``_wake`` is a plain lock
+    written by the main thread (the handler, the trace functions, ``block``)
+    and read by the redelivery thread: each field is one attribute (a stale
+    read only delays or repeats a redelivery, which the handler tells apart).  ``_wake`` is a plain lock
     used as a binary semaphore: the handler releases it (never blocks; a
     second release is ignored), the redelivery thread acquires it.
 """

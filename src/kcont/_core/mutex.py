@@ -28,6 +28,17 @@ Locking
     thread-safe (free-threaded CPython too), so creating a Mutex takes no
     lock that garbage collection, run at that moment, could need again.
 
+Interrupts
+    ``acquire``, ``release``, ``__enter__``, ``__exit__`` and the
+    dispatcher's tries are ``@protected`` (:mod:`kcont._core.ki`): the lock
+    and ``_owner`` change together, whatever instant a KeyboardInterrupt
+    arrives, and ``with mutex:`` is entered holding the lock or not at all.
+    A blocking ``acquire`` in the main thread (the only thread Python
+    interrupts) sleeps on a waiter token registered like a parked sub-queue,
+    never on ``_lock`` itself: an interrupt ends the sleep promptly and can
+    never leave ``_lock`` taken without an owner.  Other threads block on
+    ``_lock`` directly.
+
 After os.fork()
     Every Mutex alive is listed (weakly) so that the child process can make
     each usable (:func:`after_fork_in_child`): a fresh ``_wlock`` (a parent's

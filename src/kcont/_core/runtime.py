@@ -26,6 +26,12 @@ Locking
     guards the process-wide list of entered runtimes and ``_every_runtime``
     (taken alone, except by the forking thread: see "os.fork()" below).
     ``_collected`` takes no lock (see :mod:`kcont._core.continuation`).
+
+    Interrupts: every method here that takes the state lock or the registry
+    lock is ``@ki.protected`` (a KeyboardInterrupt arriving inside is raised
+    when it returns; see :mod:`kcont._core.ki`), and so are the fork hooks.
+    A runtime's creation installs kcont's SIGINT handler (``ki.attach``);
+    the concrete runtimes' shutdown removes it once no runtime is left.
 """
 
 from __future__ import annotations
