@@ -544,3 +544,26 @@ def test_sigint_stress_command() -> None:
     assert done.returncode == 0, done.stderr
     doc = json.loads(done.stdout)
     assert doc["schema"] == "kcont.stress.sigint/1" and doc["ok"] and doc["interrupts_caught"] > 0
+
+
+def test_an_interrupt_deferred_in_the_main_thread_never_surfaces_in_another(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A worker (or any other thread) that starts to wait while the main
+    thread has an interrupt deferred waits normally: the interrupt is the main
+    thread's."""
+    from kcont._core import ki
+
+    monkeypatch.setattr(ki._state, "deferred", True)
+    outcome: list[object] = []
+
+    def other() -> None:
+        try:
+            outcome.append(ki.block(ki.new_token(), 0.01))
+        except BaseException as exc:
+            outcome.append(type(exc))
+
+    t = threading.Thread(target=other)
+    t.start()
+    t.join(5)
+    assert outcome == [False]

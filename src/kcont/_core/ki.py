@@ -96,8 +96,8 @@ def block(token: _thread.LockType, timeout: float | None) -> bool:
     """Sleep until ``token`` is released (True) or ``timeout`` seconds pass
     (False); an interrupt ends the sleep.  A token is a fresh lock its waiter
     holds: losing its release to an interrupt harms nobody."""
-    if _state.deferred:  # deferred by the protected code just before: the wait ends it
-        _deliver()
+    if _state.deferred and _thread.get_ident() == _state.main_ident:
+        _deliver()  # deferred by the protected code just before: the wait ends it
     return token.acquire(True, -1 if timeout is None else timeout)
 
 
