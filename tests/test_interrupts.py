@@ -232,7 +232,16 @@ def test_mutex_interrupted_at_any_line_is_held_with_its_owner_or_free(sim: SimRu
 
 
 def _signal_main_after(delay: float, main: int) -> threading.Thread:
+    """Send SIGINT to the main thread ``delay`` seconds after it entered the
+    library (left this file's code)."""
+
     def send() -> None:
+        deadline = time.monotonic() + 5
+        while time.monotonic() < deadline:
+            frame = sys._current_frames().get(main)
+            if frame is not None and frame.f_code.co_filename != __file__:
+                break
+            time.sleep(0.001)
         time.sleep(delay)
         signal.pthread_kill(main, signal.SIGINT)
 
@@ -318,15 +327,23 @@ def test_ctrl_c_while_the_wait_takes_the_state_lock_back(wait: str) -> None:
     assert rt._account().unfinished == 0
 
 
-def _hold_state_lock_and_signal(rt: Any, main: int, hold: float) -> threading.Thread:
+def _hold_state_lock_and_signal(
+    rt: Any, main: int, hold: float, where: Callable[..., Any]
+) -> threading.Thread:
     """Take the state lock, then send SIGINT to the main thread once it blocks
-    on that lock inside kcont, and release the lock ``hold`` seconds later."""
+    on that lock in ``where``, and release the lock ``hold`` seconds later."""
     taken = threading.Event()
 
     def holder() -> None:
         with rt._lock:
             taken.set()
-            time.sleep(0.05)  # the main thread is now waiting for the lock
+            deadline = time.monotonic() + 5
+            while time.monotonic() < deadline:
+                frame = sys._current_frames().get(main)
+                if frame is not None and frame.f_code is where.__code__:
+                    break
+                time.sleep(0.001)
+            time.sleep(0.01)  # inside the lock's acquire by now
             signal.pthread_kill(main, signal.SIGINT)
             time.sleep(hold)
 
@@ -342,7 +359,7 @@ def test_ctrl_c_while_stop_waits_for_the_state_lock_lets_the_stop_finish_first(s
     assert sys.gettrace() is None or pytest.skip("a tracer (coverage, debugger) is active")
     kc = Continuation(kcont.wq_softnet, lambda arg, kc: None)
     kc.schedule()
-    t = _hold_state_lock_and_signal(sim, threading.get_ident(), 0.1)
+    t = _hold_state_lock_and_signal(sim, threading.get_ident(), 0.1, Continuation.stop)
     with pytest.raises(KeyboardInterrupt):
         kc.stop()
     t.join(5)
@@ -364,7 +381,7 @@ def test_an_interrupt_deferred_before_a_long_wait_ends_the_wait() -> None:
         while not kc.running:
             time.sleep(0.001)
         started = time.monotonic()
-        t = _hold_state_lock_and_signal(rt, threading.get_ident(), 0.1)
+        t = _hold_state_lock_and_signal(rt, threading.get_ident(), 0.1, Continuation.halt)
         with pytest.raises(KeyboardInterrupt):
             kc.halt()
         assert time.monotonic() - started < 2.0 and kc.running

@@ -32,8 +32,8 @@ What it owns
     thread only while an interrupt is deferred (``sys.settrace``, with a
     ``f_trace`` on that frame).  When a tracer is already active (a debugger,
     coverage), it is left alone and the interrupt is delivered again by
-    :func:`_redeliver_main`, a daemon thread that sends SIGINT to the main
-    thread a couple of milliseconds later (a real signal, so that it also
+    :func:`_redeliver_main`, a thread (started the first time it is needed)
+    that sends SIGINT to the main thread a couple of milliseconds later (a real signal, so that it also
     ends a blocking wait), until the handler raises it.  The calls
     themselves never check anything, so scheduling is not slower.
 
@@ -203,7 +203,7 @@ def in_protected_code(frame: FrameType | None) -> bool:
 class _State:
     deferred = False  # an interrupt waits to be delivered (main thread writes)
     traced: FrameType | None = None  # the protected frame whose return delivers it
-    redeliverer: threading.Thread | None = None
+    redeliverer = False  # the redelivery thread was started
     main_ident = threading.main_thread().ident
 
 
@@ -255,8 +255,14 @@ def _defer(target: FrameType) -> bool:
         _state.traced = target
         sys.settrace(_on_call)
         return True
-    if _state.redeliverer is None:
-        return False
+    if not _state.redeliverer:
+        try:
+            # The low-level call takes none of threading's locks, which the
+            # interrupted code may hold; the thread lives until the process ends.
+            _thread.start_new_thread(_redeliver_main, ())
+        except RuntimeError:  # the interpreter is shutting down: raise now
+            return False
+        _state.redeliverer = True
     try:
         _wake.release()
     except RuntimeError:  # already released: a redelivery is on its way
@@ -324,13 +330,6 @@ def _redeliver_main() -> None:
             return
 
 
-def _start_redeliverer() -> None:
-    if _state.redeliverer is None or not _state.redeliverer.is_alive():
-        thread = threading.Thread(target=_redeliver_main, name="kcont-interrupts", daemon=True)
-        thread.start()
-        _state.redeliverer = thread
-
-
 def attach(rt: Any) -> None:
     """A runtime was created: install the handler (see "Installation")."""
     if threading.current_thread() is not threading.main_thread():
@@ -345,7 +344,6 @@ def attach(rt: Any) -> None:
     if current is not signal.default_int_handler:
         return  # the user's own handler: left alone
     _state.main_ident = threading.get_ident()
-    _start_redeliverer()
     signal.signal(signal.SIGINT, _handler)
 
 
@@ -365,9 +363,8 @@ def installed() -> bool:
 
 
 def _after_fork_in_child() -> None:
-    # The redelivery thread does not exist in the child: until a runtime made
-    # there starts another, interrupts are raised at once, as without kcont.
-    _state.redeliverer = None
+    # The redelivery thread does not exist in the child: started again if needed.
+    _state.redeliverer = False
     _state.deferred = False
     _state.main_ident = threading.get_ident()
     global _wake

@@ -116,6 +116,8 @@ class Mutex:
                 self._owner = me
                 return True
             return False
+        if timeout != -1:
+            _check_timeout(timeout)  # as threading.Lock.acquire would, even if the lock is free
         if self._lock.acquire(False):
             self._owner = me
             return True
@@ -199,6 +201,16 @@ class Mutex:
                 return True
             self._waiters.append((callback, arg))
             return False
+
+
+def _check_timeout(timeout: object) -> None:
+    """Refuse a timeout as ``threading.Lock.acquire`` does."""
+    if not isinstance(timeout, (int, float)):
+        raise TypeError(f"timeout must be a number of seconds, not {type(timeout).__name__}")
+    if timeout < 0:
+        raise ValueError("timeout value must be a non-negative number")
+    if timeout > threading.TIMEOUT_MAX:
+        raise OverflowError("timeout value is too large")
 
 
 # -- os.fork() -----------------------------------------------------------------------
