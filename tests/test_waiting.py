@@ -371,3 +371,20 @@ def test_softint_disestablish_from_a_soft_function_with_a_trigger_pending_on_its
 
         assert _inside(rt, kcont.wq_softserial, disestablish) == [kcont.WouldDeadlockError]
         rt.wait_idle(timeout=5)
+
+
+def test_workqueue_wait_from_a_soft_function_of_soft_work_on_its_cpu_is_refused() -> None:
+    from kcont.compat import workqueue as nwq
+
+    done: list[object] = []
+    with kcont.Runtime(ncpu=1) as rt:
+        wq = nwq.workqueue_create("soft", lambda wk, arg: done.append(wk), None, kcont.PRI_SOFT_MIN, 0, 0)
+
+        def enqueue_and_wait() -> None:
+            nwq.workqueue_enqueue(wq, "wk")
+            nwq.workqueue_wait(wq, "wk")
+
+        assert _inside(rt, kcont.wq_softnet, enqueue_and_wait) == [kcont.WouldDeadlockError]
+        rt.wait_idle(timeout=5)
+        assert done == ["wk"]
+        nwq.workqueue_destroy(wq)
