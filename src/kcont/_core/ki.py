@@ -247,8 +247,14 @@ def _defer(target: FrameType) -> bool:
     deferred); with a tracer of the user's already active, by a signal sent
     again shortly.  False if neither is possible (raise now)."""
     _state.deferred = True
-    if _state.traced is not None:
-        return True  # an outer region's return is watched already
+    traced = _state.traced
+    if traced is not None:
+        frame: FrameType | None = target
+        while frame is not None:
+            if frame is traced:
+                return True  # this region's return is watched already
+            frame = frame.f_back
+        _unwatch()  # left without its return being seen (a tracer of the user's replaced ours)
     if sys.gettrace() is None:
         target.f_trace = _on_return
         target.f_trace_lines = False
