@@ -357,14 +357,17 @@ def _hold_state_lock_and_signal(
 
 
 def test_ctrl_c_while_stop_waits_for_the_state_lock_lets_the_stop_finish_first(sim: SimRuntime) -> None:
-    """Deferred without any tracer: the interrupt is raised when stop returns,
-    in place of its result, with the entry dequeued and the lock free."""
+    """Deferred without any tracer: the interrupt is raised at the caller's
+    next line, stop's result assigned, the entry dequeued and the lock free."""
     assert sys.gettrace() is None or pytest.skip("a tracer (coverage, debugger) is active")
     kc = Continuation(kcont.wq_softnet, lambda arg, kc: None)
     kc.schedule()
     t = _hold_state_lock_and_signal(sim, threading.get_ident(), 0.1, Continuation.stop)
+    result = None
     with pytest.raises(KeyboardInterrupt):
-        kc.stop()
+        result = kc.stop()
+        time.sleep(2)  # never reached: the interrupt comes first
+    assert result is False  # the stop prevented the invocation, and said so
     t.join(5)
     check_consistent(sim, kc)
     assert not kc.queued and sim.run_until_idle() == 0
@@ -393,6 +396,43 @@ def test_an_interrupt_deferred_before_a_long_wait_ends_the_wait() -> None:
         assert not rt._halting and rt._ended_waiters == 0
         release.set()
         kc.flush(timeout=5)
+
+
+def test_ctrl_c_deferred_while_with_mutex_takes_it_comes_inside_the_block() -> None:
+    """Deferred inside ``Mutex.__enter__`` (blocked on the Mutex's internal
+    lock), the interrupt is raised inside the ``with`` block, whose exit
+    releases the Mutex; never between taking it and entering the block."""
+    assert sys.gettrace() is None or pytest.skip("a tracer (coverage, debugger) is active")
+    m = Mutex("m")
+    main = threading.get_ident()
+    ready = threading.Event()
+
+    def holder() -> None:
+        m.acquire()
+        with m._wlock:
+            ready.set()
+            deadline = time.monotonic() + 5
+            while time.monotonic() < deadline:  # until the main thread waits for _wlock
+                frame = sys._current_frames().get(main)
+                if frame is not None and frame.f_code is Mutex._try_acquire_or_wait.__code__:
+                    break
+                time.sleep(0.001)
+            time.sleep(0.01)
+            signal.pthread_kill(main, signal.SIGINT)
+            time.sleep(0.05)
+            m._owner = None  # released by hand: release() would take _wlock again
+            m._lock.release()
+
+    with kcont.Runtime(ncpu=1):
+        t = threading.Thread(target=holder)
+        t.start()
+        ready.wait(5)
+        inside = []
+        with pytest.raises(KeyboardInterrupt), m:
+            inside.append(m.owned())
+            time.sleep(2)
+        t.join(5)
+        assert not m.locked(), "the Mutex was left locked"
 
 
 def test_ctrl_c_during_a_contended_mutex_wait_leaves_it_to_its_holder() -> None:

@@ -25,10 +25,11 @@ What it owns
     The handler walks the interrupted frame and its callers: the innermost
     frame that is protected, interruptible or outside kcont and the
     standard library decides.  A deferred interrupt is raised at the first
-    safe point: the return of the outermost protected frame of the region
-    (in place of its result), or a call from it into user code (the
-    simulator's dispatch calling a function), or the start of a wait's
-    blocking part.  That is watched by a trace function set on the main
+    safe point: the next line of the caller once the outermost protected
+    frame of the region has returned (so a result is assigned, and the block
+    of ``with mutex:`` entered, whose exit releases it), or a call from the
+    region into user code (the simulator's dispatch calling a function), or
+    the start of a wait's blocking part.  That is watched by a trace function set on the main
     thread only while an interrupt is deferred (``sys.settrace``, with a
     ``f_trace`` on that frame).  When a tracer is already active (a debugger,
     coverage), it is left alone and the interrupt is delivered again by
@@ -284,14 +285,31 @@ def _deliver() -> NoReturn:
 
 
 def _on_return(frame: FrameType, event: str, arg: object) -> Any:
-    """Trace function of the protected frame watched: its return (or the
-    exception it ends with) is the first safe point."""
+    """Trace function of the protected frame watched: when it returns (or
+    ends with an exception), the caller is watched instead."""
     if event == "return" and frame is _state.traced:
-        if _state.deferred:
-            _deliver()  # raised in the caller, in place of the return value
-        _unwatch()
+        caller = frame.f_back
+        if not _state.deferred or caller is None:
+            if _state.deferred:
+                _deliver()
+            _unwatch()
+            return None
+        frame.f_trace = None
+        caller.f_trace = _in_caller
+        caller.f_trace_lines = True
+        _state.traced = caller
         return None
     return _on_return
+
+
+def _in_caller(frame: FrameType, event: str, arg: object) -> Any:
+    """Trace function of the caller of the protected call: the interrupt is
+    raised at its next line (or its return), not in place of the call's
+    result, so that ``x = kc.stop()`` has assigned ``x``, and ``with mutex:``
+    has entered its block (whose exit releases the Mutex) before it comes."""
+    if frame is _state.traced and event in ("line", "return"):
+        _deliver()
+    return _in_caller
 
 
 def _on_call(frame: FrameType, event: str, arg: object) -> Any:
