@@ -266,3 +266,125 @@ def test_flush_returns_when_its_invocation_is_replaced(replacement: str) -> None
             assert ran == []
         kc.halt(timeout=5)
         flusher.join(10)
+
+
+# -- waits that could never end are refused (WouldDeadlockError) ----------------------
+
+
+def _inside(rt: Any, wq: Any, action: Any) -> list[Any]:
+    """Run ``action()`` inside a function on ``wq`` of ``rt``; returns what it
+    returned or raised (as [exception type] or ["returned", value])."""
+    outcome: list[Any] = []
+
+    def func(arg: None, kc: Continuation[None]) -> None:
+        try:
+            outcome.extend(["returned", action()])
+        except Exception as exc:
+            outcome.append(type(exc))
+
+    kc = rt.continuation(wq, func)
+    kc.schedule(cpu=rt.cpus[0])
+    if isinstance(rt, SimRuntime):
+        rt.run_until_idle()
+    else:
+        rt.wait_idle(timeout=10)
+    return outcome
+
+
+def test_flush_from_a_soft_function_of_work_queued_for_its_own_soft_worker_is_refused() -> None:
+    """Only CPU 0's soft worker (the caller) could run the entry: refused at
+    once, nothing changed, and the entry runs once the caller returns."""
+    ran: list[int] = []
+    with kcont.Runtime(ncpu=1) as rt:
+        other = rt.continuation(kcont.wq_softserial, lambda arg, kc: ran.append(1))
+
+        def flush_it() -> bool:
+            other.schedule()
+            return other.flush(timeout=3)
+
+        started = time.monotonic()
+        assert _inside(rt, kcont.wq_softnet, flush_it) == [kcont.WouldDeadlockError]
+        assert time.monotonic() - started < 2
+        other.flush(timeout=5)
+        assert ran == [1]
+
+
+def test_flush_from_a_soft_function_of_work_another_worker_runs_waits() -> None:
+    """Another CPU's soft work, or this CPU's thread-level work, can end: flush waits."""
+    with kcont.Runtime(ncpu=2) as rt:
+        remote = rt.continuation(kcont.wq_softserial, lambda arg, kc: None)
+        thread_level = rt.continuation(kcont.wq_prilow, lambda arg, kc: None)
+
+        def flush_remote() -> bool:
+            remote.schedule(cpu=rt.cpus[1])
+            return remote.flush(timeout=5)
+
+        def flush_thread_level() -> bool:
+            thread_level.schedule()
+            return thread_level.flush(timeout=5)
+
+        assert _inside(rt, kcont.wq_softnet, flush_remote) == ["returned", True]
+        assert _inside(rt, kcont.wq_softnet, flush_thread_level) == ["returned", True]
+
+
+def test_flush_from_a_thread_level_function_of_its_cpus_soft_work_waits() -> None:
+    with kcont.Runtime(ncpu=1) as rt:
+        soft = rt.continuation(kcont.wq_softnet, lambda arg, kc: None)
+
+        def flush_soft() -> bool:
+            soft.schedule()
+            return soft.flush(timeout=5)
+
+        assert _inside(rt, kcont.wq_prilow, flush_soft) == ["returned", True]
+
+
+@pytest.mark.parametrize("wq", [kcont.wq_softnet, kcont.wq_prilow])
+def test_wait_idle_from_inside_a_function_is_refused_on_threads(wq: Any) -> None:
+    with kcont.Runtime(ncpu=1) as rt:
+        started = time.monotonic()
+        assert _inside(rt, wq, lambda: rt.wait_idle(timeout=3)) == [kcont.WouldDeadlockError]
+        assert time.monotonic() - started < 2
+
+
+def test_the_simulators_refusals_are_would_deadlock_errors(rt: SimRuntime) -> None:
+    """One exception to catch on both runtimes: SimDeadlockError is a WouldDeadlockError."""
+    other = Continuation(kcont.wq_softserial, lambda arg, kc: None)
+
+    def flush_it() -> bool:
+        other.schedule()
+        return other.flush()
+
+    assert _inside(rt, kcont.wq_softnet, flush_it) == [kcont.SimDeadlockError]
+    assert _inside(rt, kcont.wq_softnet, rt.wait_idle) == [kcont.SimDeadlockError]
+    assert issubclass(kcont.SimDeadlockError, kcont.WouldDeadlockError)
+
+
+def test_softint_disestablish_from_a_soft_function_with_a_trigger_pending_on_its_cpu() -> None:
+    from kcont.compat import softint as si
+
+    with kcont.Runtime(ncpu=1) as rt:
+        cookie = si.softint_establish(si.SOFTINT_NET, lambda arg: None, None)
+
+        def disestablish() -> None:
+            si.softint_schedule(cookie)
+            si.softint_disestablish(cookie)
+
+        assert _inside(rt, kcont.wq_softserial, disestablish) == [kcont.WouldDeadlockError]
+        rt.wait_idle(timeout=5)
+
+
+def test_workqueue_wait_from_a_soft_function_of_soft_work_on_its_cpu_is_refused() -> None:
+    from kcont.compat import workqueue as nwq
+
+    done: list[object] = []
+    with kcont.Runtime(ncpu=1) as rt:
+        wq = nwq.workqueue_create("soft", lambda wk, arg: done.append(wk), None, kcont.PRI_SOFT_MIN, 0, 0)
+
+        def enqueue_and_wait() -> None:
+            nwq.workqueue_enqueue(wq, "wk")
+            nwq.workqueue_wait(wq, "wk")
+
+        assert _inside(rt, kcont.wq_softnet, enqueue_and_wait) == [kcont.WouldDeadlockError]
+        rt.wait_idle(timeout=5)
+        assert done == ["wk"]
+        nwq.workqueue_destroy(wq)

@@ -76,6 +76,7 @@ from .errors import (
     ShutdownError,
     SimDeadlockError,
     WorkqueueReleasedError,
+    WouldDeadlockError,
 )
 from .periodic import Periodic, PeriodicRun
 from .sim import SimRuntime, TraceEvent
@@ -125,6 +126,7 @@ __all__ = [
     "WorkerStats",
     "Workqueue",
     "WorkqueueReleasedError",
+    "WouldDeadlockError",
     "__version__",
     "bind_cpu",
     "capi",

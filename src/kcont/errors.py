@@ -29,6 +29,7 @@ __all__ = [
     "ShutdownError",
     "SimDeadlockError",
     "WorkqueueReleasedError",
+    "WouldDeadlockError",
 ]
 
 
@@ -101,6 +102,15 @@ class HaltTimeoutError(KcontError, TimeoutError):
     """``halt()``, ``destroy()`` or ``flush()`` gave up waiting for an invocation."""
 
 
-class SimDeadlockError(KcontError, RuntimeError):
+class WouldDeadlockError(KcontError, RuntimeError):
+    """A wait that could never end, because the caller itself blocks what it
+    waits for, is refused instead of hanging: ``flush()`` from a soft-level
+    function on an invocation queued for its own CPU's soft worker (the
+    calling thread), ``wait_idle()`` from inside a continuation's function.
+    Nothing was changed."""
+
+
+class SimDeadlockError(WouldDeadlockError):
     """The simulated runtime was asked to wait for something that can never
-    happen on its single thread (for example a re-entrant step)."""
+    happen on its single thread (for example a re-entrant step, or a wait
+    inside a continuation's function)."""

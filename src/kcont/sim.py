@@ -41,6 +41,14 @@ After os.fork()
     exist in the child, and the continuation it was running would stay
     RUNNING for ever, so the child's copy refuses every use with
     :class:`~kcont.ForkedRuntimeError`, as a threaded runtime does.
+
+Interrupts
+    The simulator runs on the caller's thread, usually the main one: its
+    methods that take the state lock, and the dispatch function, are
+    ``@ki.protected`` (a KeyboardInterrupt arriving in them is raised once
+    they are out of their critical section), but a continuation's function
+    is user code: an interrupt arriving there is raised at once, inside it,
+    and re-raised by the step, as before.
 """
 
 from __future__ import annotations
@@ -50,6 +58,7 @@ import threading
 from collections.abc import Callable
 from typing import Any, ClassVar, NamedTuple
 
+from ._core import ki
 from ._core.continuation import Continuation, expire_locked
 from ._core.dispatch import dispatch
 from ._core.runtime import ALL_BANDS, CPU, ForkedLock, RuntimeCore, ShutdownAccount, _tls, check_timeout
@@ -57,6 +66,11 @@ from ._core.timerwheel import NEAR_SIZE
 from .errors import InvalidArgumentError, SimDeadlockError
 
 __all__ = ["SimRuntime", "TraceEvent"]
+
+# The dispatch function runs on the main thread here: its critical sections
+# are protected (a continuation's function it calls is not: an interrupt
+# there is raised at once, as before).
+ki.protected(dispatch)
 
 # How far the wheel is moved per call on a jump shorter than _SHORT_JUMP (see
 # SimRuntime._expire_at_locked): below the wheel's own catch-up threshold, and
@@ -147,6 +161,7 @@ class SimRuntime(RuntimeCore):
     def _now(self) -> int:
         return self._ticks
 
+    @ki.protected
     def _wait_locked(self, done: Callable[[], bool], timeout: float | None, what: str) -> None:
         # Nothing else can make progress on this thread: step the runtime
         # until the wait is over (that may run unrelated continuations).
@@ -291,6 +306,7 @@ class SimRuntime(RuntimeCore):
             ran += self._advance_to(self._next_stop(target))
         return ran
 
+    @ki.protected
     def _next_stop(self, limit: int) -> int:
         """The next tick, at most ``limit``, at which a timer may expire: the
         wheel's next deadline (or a lower bound of it), else ``limit``."""
@@ -302,6 +318,7 @@ class SimRuntime(RuntimeCore):
             return limit
         return max(deadline, self._ticks + 1)
 
+    @ki.protected
     def _advance_to(self, tick: int) -> int:
         """Move time to ``tick`` (no timer due before it), expire what is due
         then, and run what is ready.  Returns how many ran."""
@@ -337,6 +354,7 @@ class SimRuntime(RuntimeCore):
         every tick."""
         return self._wakeups
 
+    @ki.protected
     def next_deadline(self) -> int | None:
         """The earliest tick a timer is armed for (or a lower bound of it), or None."""
         with self._lock:
@@ -385,6 +403,7 @@ class SimRuntime(RuntimeCore):
         self.advance(tick - self._ticks)
         return self._ticks
 
+    @ki.protected
     def wait_idle(self, timeout: float | None = None) -> None:
         """Run until nothing is queued or running (as :meth:`kcont.Runtime.wait_idle`;
         armed timers do not count).  ``timeout`` is accepted for the same
@@ -413,6 +432,7 @@ class SimRuntime(RuntimeCore):
 
     # -- shutdown --------------------------------------------------------------
 
+    @ki.protected
     def shutdown(self, *, cancel: bool = False) -> ShutdownAccount:
         """Refuse new work, stop pending timers, run (or with ``cancel``,
         cancel) committed invocations, and account for everything.
@@ -434,4 +454,5 @@ class SimRuntime(RuntimeCore):
                 # What is still queued now waits for a lock nobody will
                 # release while this thread is here: cancel and count it.
                 kept += self._close_locked(True)
+            ki.detach(self)
         return self._account()

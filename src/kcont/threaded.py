@@ -53,7 +53,14 @@ Lifetime
 Locking
     S (the core's state lock) guards the idle lists, ``_starved``,
     ``_threads.timer_sleeping``, ``_stopping``, the worker lists and every
-    counter here.  ``_ended`` is a Condition on S (halt, destroy, wait_idle).
+    counter here.  ``_ended`` is a ``ki.Condition`` on S (halt, destroy,
+    flush, wait_idle, shutdown's drain): its waiters sleep on their own
+    token, so a KeyboardInterrupt ends the sleep but never the re-take of S
+    (``threading.Condition.wait`` takes the lock back in a ``finally`` that an
+    interrupt can break).  The main thread's entry points that take S are
+    ``@ki.protected`` (creation, ``__exit__``, ``shutdown``, the waits,
+    ``wait_ticks``'s expiry); joining threads (``_join_thread``) is
+    interruptible (see :mod:`kcont._core.ki`).
     Worker semaphores are released with S held (a release never blocks).
     The finalizer runs wherever garbage collection runs, maybe in a thread
     that holds S: it only tries S; when S is busy, it lists the threads in
@@ -91,15 +98,17 @@ from collections import deque
 from collections.abc import Callable, Sequence
 from typing import Any, NoReturn
 
+from ._core import ki
 from ._core import runtime as _core_runtime
 from ._core.continuation import Continuation, expire_locked
 from ._core.dispatch import dispatch
+from ._core.flags import QUEUED
 from ._core.runqueue import RunQueue
 from ._core.runtime import CPU, ForkedLock, RuntimeCore, ShutdownAccount, _tls, check_timeout, logger
 from ._core.stats import QueueTiming, ThreadedRuntimeStats
 from ._core.waiters import deliver
 from ._core.workqueue import BAND_NAMES, BAND_SOFT, BAND_THREAD
-from .errors import ForkedRuntimeError, HaltTimeoutError, InvalidArgumentError
+from .errors import ForkedRuntimeError, HaltTimeoutError, InvalidArgumentError, WouldDeadlockError
 
 __all__ = ["Runtime"]
 
@@ -195,6 +204,7 @@ class Runtime(RuntimeCore):
     the block shuts it down (``shutdown(wait=True)``).
     """
 
+    @ki.protected
     def __init__(
         self,
         ncpu: int | None = None,
@@ -241,7 +251,7 @@ class Runtime(RuntimeCore):
         if slow_threshold is not None:
             self.slow_threshold = slow_threshold  # after _clock: it counts real time
         self._t0 = time.monotonic_ns()
-        self._ended = threading.Condition(self._lock)
+        self._ended = ki.Condition(self._lock)  # its wait is interruptible, its re-take is not
         self._stopping = False  # S: workers exit once their band is drained
         self._abandon = False  # S: shutdown gave up waiting: exit even with work left
         self._shutdown_lock = threading.Lock()
@@ -272,6 +282,7 @@ class Runtime(RuntimeCore):
         state = " forked (the parent's)" if self._forked else " shut down" if self._closed else ""
         return f"<kcont.Runtime {self.name} ncpu={len(self.cpus)} hz={self.hz}{state}>"
 
+    @ki.protected
     def __exit__(self, *exc: object) -> None:
         try:
             if not self._forked:  # the parent shuts it down, not the child
@@ -522,6 +533,7 @@ class Runtime(RuntimeCore):
 
     # -- waiting -------------------------------------------------------------
 
+    @ki.protected
     def _wait_locked(self, done: Callable[[], bool], timeout: float | None, what: str) -> None:
         deadline = None if timeout is None else time.monotonic() + timeout
         self._ended_waiters += 1
@@ -543,12 +555,49 @@ class Runtime(RuntimeCore):
         # that look or wakes it again.
         self._wake_timer_locked()
 
+    def _worker_locked(self) -> _Worker | None:
+        """The calling thread's worker (it is inside a function), or None."""
+        me = threading.current_thread()
+        for worker in self._workers:
+            if worker.thread is me:
+                return worker
+        return None
+
+    def _flush_would_deadlock_locked(self, kc: Continuation[Any]) -> str | None:
+        # Only the soft worker of a CPU runs that CPU's soft-level entries (no
+        # second one is ever started, unlike thread workers): if it is the
+        # caller, an entry queued there waits for the flush that waits for it.
+        if not kc._flags & QUEUED:
+            return None  # running on another thread: it can end
+        rq = kc._rq
+        if rq.wq.band != BAND_SOFT:
+            return None
+        worker = self._worker_locked()
+        if worker is None or worker.band != BAND_SOFT:
+            return None
+        if rq.cpu is None:
+            if len(self.cpus) > 1:
+                return None  # another CPU's soft worker may take it
+        elif rq.cpu.index != worker.cpu_index:
+            return None
+        return (
+            f"called from a soft-level function on CPU {worker.cpu_index}: the invocation waited "
+            "for is queued for that CPU's soft worker, the calling thread itself, which cannot run "
+            "it before the flush returns"
+        )
+
+    @ki.protected
     def wait_idle(self, timeout: float | None = None) -> None:
         """Wait until nothing is queued or running (parked entries count as
         queued).  Raises ``TimeoutError`` after ``timeout`` seconds."""
         timeout = check_timeout(timeout)
         deadline = None if timeout is None else time.monotonic() + timeout
         with self._lock:
+            if self._worker_locked() is not None:
+                raise WouldDeadlockError(
+                    f"wait_idle of {self!r} called from inside one of its continuations' functions: "
+                    "it would wait for that very function to return"
+                )
             self._ended_waiters += 1
             try:
                 while self._running or self._queued_locked():
@@ -576,6 +625,10 @@ class Runtime(RuntimeCore):
             if limit is not None and time.monotonic() + delay > limit:
                 raise TimeoutError(f"tick {target} would come after the {timeout} s timeout")
             time.sleep(min(delay, 3600.0))  # time.sleep overflows on huge delays: loop instead
+        self._expire_due()
+
+    @ki.protected
+    def _expire_due(self) -> None:
         with self._lock:
             self._expire_due_locked()
 
@@ -586,6 +639,7 @@ class Runtime(RuntimeCore):
         """bool: True once shutdown began; schedules raise ShutdownError."""
         return self._closed
 
+    @ki.protected
     def shutdown(
         self, wait: bool = True, *, cancel: bool = False, timeout: float | None = None
     ) -> ShutdownAccount:
@@ -628,14 +682,15 @@ class Runtime(RuntimeCore):
         with self._shutdown_lock:
             with self._lock:
                 kept += self._begin_close_locked(cancel)
-            if not wait:
-                return self._account()
-            deadline = None if timeout is None else time.monotonic() + timeout
-            kept += self._drain(deadline)
-            self._join(time.monotonic() + _JOIN_GRACE)
-            deliver(self)  # waiters fired by the last cancellations, if the timer thread had gone
-            return self._account()
+            if wait:
+                deadline = None if timeout is None else time.monotonic() + timeout
+                kept += self._drain(deadline)
+                self._join(time.monotonic() + _JOIN_GRACE)
+                deliver(self)  # waiters fired by the last cancellations, if the timer thread had gone
+        ki.detach(self)  # closed: SIGINT's default handler is back once no runtime is left
+        return self._account()
 
+    @ki.protected
     def _drain(self, deadline: float | None) -> list[Any]:
         """Wait (shutdown lock held) until every worker exited, or until
         ``deadline``; then give up: cancel what never started and let idle
@@ -651,15 +706,16 @@ class Runtime(RuntimeCore):
             self._wake_all_locked()
             return dropped
 
+    @ki.protected
     def _join(self, grace: float) -> None:
         """Join the threads until the monotonic time ``grace`` (shutdown lock
         held).  A worker stuck in a function is left behind (a daemon)."""
         for worker in list(self._workers):
             if worker.thread is not None:
-                worker.thread.join(max(0.0, grace - time.monotonic()))
+                _join_thread(worker.thread, max(0.0, grace - time.monotonic()))
         with self._lock:
             self._wake_timer_locked()
-        self._timer_thread.join(max(_TIMER_JOIN, grace - time.monotonic()))
+        _join_thread(self._timer_thread, max(_TIMER_JOIN, grace - time.monotonic()))
 
     def _begin_close_locked(self, cancel: bool) -> list[Any]:
         """Close (once, or again to cancel) and tell every thread to drain and
@@ -697,6 +753,13 @@ class Runtime(RuntimeCore):
     @property
     def _trace_origin(self) -> int:
         return self._trace_t0
+
+
+@ki.interruptible
+def _join_thread(thread: threading.Thread, timeout: float) -> None:
+    """Join ``thread`` for at most ``timeout`` seconds; an interrupt ends the
+    wait (the thread is a daemon: interpreter exit does not wait for it)."""
+    thread.join(timeout)
 
 
 def _wake_one_locked(idle: list[_Worker]) -> None:

@@ -57,6 +57,17 @@ Locking
     any lock, so no transition can fall between them unseen.  A :class:`~kcont.Mutex` is never released
     with the state lock held (its waiters take that lock).
 
+    Interrupts (KeyboardInterrupt, :mod:`kcont._core.ki`): every method
+    that takes the state lock is ``@protected``, so an interrupt arriving
+    between the lock's acquire and release, or between two writes of one
+    transition, is raised only when the method returns; the helpers it calls
+    (``*_locked``) inherit that.  A wait sleeps in ``ki.block`` (its only
+    interruptible part) with the state lock released, and takes the lock back
+    and unregisters, protected, before the interrupt leaves; a halt takes its
+    interlock back even if an interrupt ends that wait (``_retake``).  A
+    lock taken with a bare ``acquire()`` before its ``try`` is therefore
+    safe in these methods, and only in them.
+
     A continuation collected without ``destroy()`` unbinds from its queue
     through ``rt._collected``, a ``collections.deque`` (whose ``append`` and
     ``popleft`` are documented thread-safe, on free-threaded CPython too):
@@ -90,6 +101,7 @@ from ..errors import (
     NoPerCPUQueueError,
     ShutdownError,
     WorkqueueReleasedError,
+    WouldDeadlockError,
 )
 from .flags import (
     DESTROYED,
@@ -102,6 +114,7 @@ from .flags import (
     SHARED_CTX,
     flag_names,
 )
+from .ki import protected
 from .mutex import Mutex
 from .runtime import CPU, _tls, check_timeout, current_runtime, label_of
 from .waiters import fire_locked
@@ -186,6 +199,7 @@ class Continuation(Generic[A]):
                     f"{cls.__qualname__} may not define {name}: a continuation is equal only to itself"
                 )
 
+    @protected
     def __init__(
         self,
         wq: Workqueue | PredefinedQueue,
@@ -248,6 +262,7 @@ class Continuation(Generic[A]):
 
     # -- scheduling ---------------------------------------------------------
 
+    @protected
     def schedule(self, nticks: int = 0, cpu: CPU | None = None, *, ack: bool = False) -> None:
         """Commit an invocation now (``nticks=0``) or arm the timer.
 
@@ -414,6 +429,7 @@ class Continuation(Generic[A]):
 
     # -- stop, halt, destroy ------------------------------------------------
 
+    @protected
     def stop(self) -> bool:
         """Disarm the timer and cancel a committed invocation that has not
         started.
@@ -459,6 +475,7 @@ class Continuation(Generic[A]):
             rt._record("stop", self, rq.cpu)
         return bool(flags & EXPIRED)
 
+    @protected
     def halt(self, interlock: Mutex | None = None, timeout: float | None = None) -> bool:
         """Stop, then wait until no invocation of this continuation runs.
 
@@ -486,6 +503,7 @@ class Continuation(Generic[A]):
         self._wait_halted(interlock, timeout, "halt")
         return expired
 
+    @protected
     def _wait_halted(self, interlock: Mutex | None, timeout: float | None, what: str) -> None:
         """Wait until no invocation runs, for a halt or a destroy that the
         caller registered in ``rt._halting`` under the state lock, *before*
@@ -513,11 +531,14 @@ class Continuation(Generic[A]):
                     del rt._halting[self]
                 self._stop_locked()
             if released:
-                interlock.acquire()  # type: ignore[union-attr]
+                # Taken back whatever happens (an interrupt raised by the
+                # wait included): the caller's `with interlock:` releases it.
+                _retake(interlock)  # type: ignore[arg-type]
 
     def _not_running_locked(self) -> bool:
         return not self._flags & RUNNING
 
+    @protected
     def flush(self, timeout: float | None = None) -> bool:
         """Wait until the invocations committed when it is called (a running
         one, a queued one) have finished (Linux ``flush_work``; NetBSD
@@ -552,6 +573,9 @@ class Continuation(Generic[A]):
                     return False
                 return not (flags & RUNNING and self._started <= target)
 
+            deadlock = rt._flush_would_deadlock_locked(self)
+            if deadlock is not None:
+                raise WouldDeadlockError(f"flush of {self!r} {deadlock}")
             rt._wait_locked(flushed, timeout, f"flush of {self!r}")
             return True
 
@@ -561,6 +585,7 @@ class Continuation(Generic[A]):
         calling thread is running it)."""
         return self._runner == _get_ident()
 
+    @protected
     def destroy(self, timeout: float | None = None) -> None:
         """Halt and retire the continuation: every later schedule, setfunc,
         setarg or setmutex is refused with :class:`DestroyedError`.
@@ -607,6 +632,7 @@ class Continuation(Generic[A]):
 
     # -- acknowledgement and predicates -----------------------------------
 
+    @protected
     def ack(self) -> bool:
         """Clear INVOKING and return its previous value (the seed's
         ``kcont_ack``).  A function that re-arms itself calls ``ack()`` first."""
@@ -708,6 +734,7 @@ class Continuation(Generic[A]):
     def arg(self, arg: A) -> None:
         self.set_arg(arg)
 
+    @protected
     def set_arg(self, arg: A) -> None:
         """Change the argument (the seed's ``kcont_setarg``).
 
@@ -725,6 +752,7 @@ class Continuation(Generic[A]):
             self._arg = arg
         del replaced
 
+    @protected
     def set_func(self, func: Callable[[A, Continuation[A]], object], arg: A) -> None:
         """Change the function and argument (the seed's ``kcont_setfunc``,
         with the signature of ``kcont_create``: ``func(arg, kc)``).
@@ -754,6 +782,7 @@ class Continuation(Generic[A]):
             self._arg = arg
         del replaced
 
+    @protected
     def set_mutex(self, lock: Mutex | None) -> Mutex | None:
         """Replace the associated lock and return the previous one (the
         seed's ``kcont_setmutex``).
@@ -862,6 +891,20 @@ def check_func(func: Any, call: str = "func(arg, kc)") -> None:
     else:
         return
     raise TypeError(f"func is {kind}: kcont calls {call} and never awaits or iterates the result; {instead}")
+
+
+def _retake(interlock: Mutex) -> None:
+    """Take ``interlock`` back after a wait, even if an interrupt ends its
+    own wait for the lock (then raised once it is held)."""
+    interrupted: KeyboardInterrupt | None = None
+    while True:
+        try:
+            interlock.acquire()
+            break
+        except KeyboardInterrupt as exc:
+            interrupted = exc
+    if interrupted is not None:
+        raise interrupted
 
 
 def _destroyed_func(arg: object, kc: Continuation[Any]) -> None:

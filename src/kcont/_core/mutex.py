@@ -33,6 +33,17 @@ Locking
     the deque and back, and a fork must never copy a moment when one is
     out.  Lock order: P -> a runtime's state lock (fork).
 
+Interrupts
+    ``acquire``, ``release``, ``__enter__``, ``__exit__`` and the
+    dispatcher's tries are ``@protected`` (:mod:`kcont._core.ki`): the lock
+    and ``_owner`` change together, whatever instant a KeyboardInterrupt
+    arrives, and ``with mutex:`` is entered holding the lock or not at all.
+    A blocking ``acquire`` in the main thread (the only thread Python
+    interrupts) sleeps on a waiter token registered like a parked sub-queue,
+    never on ``_lock`` itself: an interrupt ends the sleep promptly and can
+    never leave ``_lock`` taken without an owner.  Other threads block on
+    ``_lock`` directly.
+
 After os.fork()
     Every Mutex alive is listed (weakly) so that the child process can make
     each usable (:func:`after_fork_in_child`): a fresh ``_wlock`` (a parent's
@@ -45,6 +56,7 @@ After os.fork()
 from __future__ import annotations
 
 import threading
+import time
 import weakref
 from collections import deque
 from collections.abc import Callable
@@ -52,8 +64,11 @@ from types import TracebackType
 from typing import Any, NoReturn, SupportsIndex
 
 from ..errors import MutexError
+from .ki import block, new_token, protected, release_token
 
 _get_ident = threading.get_ident
+# Only the main thread receives KeyboardInterrupt (Python runs signal handlers there).
+_main_thread_ident = threading.main_thread().ident
 
 # A waiter is called as ``waiter(arg)`` once, after the mutex is next released.
 Waiter = tuple[Callable[[Any], None], Any]
@@ -91,16 +106,45 @@ class Mutex:
         if len(_mutexes) >= _prune_at:
             _prune()
 
+    @protected
     def acquire(self, blocking: bool = True, timeout: float = -1) -> bool:
-        """Take the lock; return True if taken (as ``threading.Lock.acquire``)."""
+        """Take the lock; return True if taken (as ``threading.Lock.acquire``).
+
+        A KeyboardInterrupt in the main thread ends a blocking wait (as it
+        ends ``threading.Lock.acquire``'s) but never leaves the lock taken
+        without an owner (see "Interrupts" in the module docstring)."""
         me = _get_ident()
         if self._owner == me:
             raise MutexError(f"{self!r} is already held by this thread (kcont.Mutex is not recursive)")
-        if self._lock.acquire(blocking, timeout):
+        if me != _main_thread_ident or not blocking:
+            if self._lock.acquire(blocking, timeout):
+                self._owner = me
+                return True
+            return False
+        if timeout != -1:
+            _check_timeout(timeout)  # as threading.Lock.acquire would, even if the lock is free
+        if self._lock.acquire(False):
             self._owner = me
             return True
-        return False
+        return self._wait_interruptibly(me, timeout)
 
+    @protected
+    def _wait_interruptibly(self, me: int, timeout: float) -> bool:
+        """The main thread waits for the lock: it sleeps on a token that the
+        next release wakes (registered as a waiter, so no release can be
+        missed), not on the lock itself, so that an interrupt raised during
+        the sleep can never have taken the lock."""
+        deadline = None if timeout < 0 else time.monotonic() + timeout
+        while True:
+            token = new_token()
+            if self._try_acquire_or_wait(release_token, token):
+                return True
+            remaining = None if deadline is None else deadline - time.monotonic()
+            if remaining is not None and remaining <= 0:
+                return False
+            block(token, remaining)
+
+    @protected
     def release(self) -> None:
         """Release the lock and wake the sub-queues parked on it."""
         if self._owner != _get_ident():
@@ -122,11 +166,13 @@ class Mutex:
         """True if some thread holds the lock."""
         return self._lock.locked()
 
+    @protected
     def __enter__(self) -> bool:
         # A method, not an alias of acquire: mypyc cannot compile a class
         # attribute bound to a method (benchmarks/mypyc_experiment.sh).
         return self.acquire()
 
+    @protected
     def __exit__(
         self,
         exc_type: type[BaseException] | None,
@@ -146,6 +192,7 @@ class Mutex:
 
     # -- dispatcher side ---------------------------------------------------
 
+    @protected
     def _try_acquire(self) -> bool:
         """Take the lock without blocking, for the calling thread."""
         if self._lock.acquire(False):
@@ -153,6 +200,7 @@ class Mutex:
             return True
         return False
 
+    @protected
     def _try_acquire_or_wait(self, callback: Callable[[Any], None], arg: Any) -> bool:
         """Take the lock without blocking, or register ``callback(arg)`` to be
         called after the next release.  Returns True if the lock was taken."""
@@ -162,6 +210,16 @@ class Mutex:
                 return True
             self._waiters.append((callback, arg))
             return False
+
+
+def _check_timeout(timeout: object) -> None:
+    """Refuse a timeout as ``threading.Lock.acquire`` does."""
+    if not isinstance(timeout, (int, float)):
+        raise TypeError(f"timeout must be a number of seconds, not {type(timeout).__name__}")
+    if timeout < 0:
+        raise ValueError("timeout value must be a non-negative number")
+    if timeout > threading.TIMEOUT_MAX:
+        raise OverflowError("timeout value is too large")
 
 
 # -- os.fork() -----------------------------------------------------------------------
@@ -213,7 +271,8 @@ def after_fork_in_child(dead_waiter: Callable[[Waiter], bool]) -> None:
     """Make every Mutex usable in the child (see module docstring).  The
     child has one thread, the one that forked: it may hold a Mutex, which
     stays held.  ``dead_waiter(waiter)`` tells a waiter to drop."""
-    me = _get_ident()
+    global _main_thread_ident
+    me = _main_thread_ident = _get_ident()  # the child's only thread is its main one
     for ref in list(_mutexes):
         mutex = ref()
         if mutex is None:

@@ -26,6 +26,12 @@ Locking
     guards the process-wide list of entered runtimes and ``_every_runtime``
     (taken alone, except by the forking thread: see "os.fork()" below).
     ``_collected`` takes no lock (see :mod:`kcont._core.continuation`).
+
+    Interrupts: every method here that takes the state lock or the registry
+    lock is ``@ki.protected`` (a KeyboardInterrupt arriving inside is raised
+    when it returns; see :mod:`kcont._core.ki`), and so are the fork hooks.
+    A runtime's creation installs kcont's SIGINT handler (``ki.attach``);
+    the concrete runtimes' shutdown removes it once no runtime is left.
 """
 
 from __future__ import annotations
@@ -46,6 +52,7 @@ from types import BuiltinFunctionType, FunctionType, MethodType
 from typing import TYPE_CHECKING, Any, cast
 
 from ..errors import ForkedRuntimeError, InvalidArgumentError, NoRuntimeError, ShutdownError
+from . import ki
 from . import mutex as _mutex
 from .flags import DESTROYED, PENDING, QUEUED
 from .instruments import Hook, SlowReporter, Watch, hook_for, make_watch
@@ -191,6 +198,7 @@ class RuntimeCore:
         self.exception_handler: ExceptionHandler = self.default_exception_handler
         with _registry_lock:
             _every_runtime.add(self)
+        ki.attach(self)  # KeyboardInterrupt safety (see kcont._core.ki)
 
     # -- what a concrete runtime provides ----------------------------------
 
@@ -210,6 +218,12 @@ class RuntimeCore:
         """
         raise NotImplementedError
 
+    def _flush_would_deadlock_locked(self, kc: Continuation[Any]) -> str | None:
+        """Why a flush of ``kc`` that must wait could never end (the caller
+        itself is the only thread that could run what it waits for), or None.
+        Called with the state lock held, before the wait."""
+        return None
+
     def _notify_ended_locked(self) -> None:
         """An invocation ended or a queued entry was cancelled, and
         ``_ended_waiters`` is non-zero."""
@@ -228,6 +242,7 @@ class RuntimeCore:
         happens; the interleaving explorer (:mod:`kcont.interleave`) switches
         threads there, to reach every window a wait leaves open."""
 
+    @ki.protected
     def _wake_parked(self, waiter: tuple[RunQueue, Any]) -> None:
         """Mutex waiter: the lock a sub-queue parked on was released.
         Called with no lock held (from ``Mutex.release``)."""
@@ -247,6 +262,7 @@ class RuntimeCore:
 
     # -- context manager and current runtime --------------------------------
 
+    @ki.protected
     def __enter__(self) -> Any:
         entered = _tls.entered
         if entered is None:
@@ -256,6 +272,7 @@ class RuntimeCore:
             _entered.append(self)
         return self
 
+    @ki.protected
     def __exit__(self, *exc: object) -> None:
         entered = _tls.entered
         if entered and self in entered:
@@ -297,6 +314,7 @@ class RuntimeCore:
             raise TypeError(f"percpu must be a bool, not {type(percpu).__name__}")
         return self.acquire_workqueue(pri, WQ_PERCPU if percpu else 0)
 
+    @ki.protected
     def acquire_workqueue(self, pri: int, flags: int = 0) -> Workqueue:
         """``kcont_workqueue_acquire(pri, flags)`` for this runtime."""
         pri = check_pri(pri)
@@ -312,6 +330,7 @@ class RuntimeCore:
             wq.acquired += 1
             return wq
 
+    @ki.protected
     def _release_workqueue(self, wq: Workqueue) -> int:
         """``kcont_workqueue_release``: 0, EBUSY or EINVAL."""
         if not isinstance(wq, Workqueue):
@@ -345,6 +364,7 @@ class RuntimeCore:
             self._timing.forget_locked(wq)
 
     @property
+    @ki.protected
     def workqueues(self) -> tuple[Workqueue, ...]:
         """Every live queue, predefined ones first."""
         with self._lock:
@@ -588,6 +608,7 @@ class RuntimeCore:
 
     # -- statistics ----------------------------------------------------------
 
+    @ki.protected
     def stats(self) -> RuntimeStats:
         """Counters per queue, per CPU and in total (a snapshot).
 
@@ -638,6 +659,7 @@ class RuntimeCore:
         live = sum(rq.invoked for wq in self._workqueues for rq in wq.unique_rqs())
         return live + self._invoked_on_freed
 
+    @ki.protected
     def _account(self) -> ShutdownAccount:
         """The shutdown account so far (final once nothing runs)."""
         with self._lock:
@@ -684,6 +706,7 @@ class RuntimeCore:
         """Entries committed and not started, parked ones included."""
         return sum(rq.depth() for wq in self._workqueues for rq in wq.unique_rqs())
 
+    @ki.protected
     def pending_dump(self) -> list[dict[str, Any]]:
         """What is armed or queued now, like ``/proc/timer_list``: one entry per
         continuation with its name, queue, CPU, state and deadline."""
@@ -817,6 +840,7 @@ _fork_runtimes: list[RuntimeCore] = []
 _fork_pruning_held = False  # the forking thread holds the Mutex registry's prune lock
 
 
+@ki.protected
 def _before_fork() -> None:
     global _fork_pruning_held
     # First: a prune never waits for a state lock, and a fork must not copy
@@ -833,6 +857,7 @@ def _before_fork() -> None:
     _registry_lock.acquire()
 
 
+@ki.protected
 def _after_fork_in_parent() -> None:
     _registry_lock.release()
     while _fork_held:
@@ -841,6 +866,7 @@ def _after_fork_in_parent() -> None:
     _mutex.after_fork(_fork_pruning_held, in_child=False)
 
 
+@ki.protected
 def _after_fork_in_child() -> None:
     global _registry_lock
     _registry_lock = threading.Lock()

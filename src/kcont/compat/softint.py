@@ -251,6 +251,10 @@ def softint_disestablish(cookie: Softint) -> None:
             continuation while a trigger is still pending on another CPU
             (the softint stays disestablished; its continuations are not
             destroyed).
+        kcont.WouldDeadlockError: threaded runtime, called from another
+            soft-level continuation while a trigger is pending on its own
+            CPU (that trigger could only run after the caller returns; the
+            softint stays disestablished, as above).
 
     Context:
         Thread context, not while holding a lock the handler takes.  From the

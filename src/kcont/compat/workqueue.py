@@ -320,6 +320,9 @@ def workqueue_wait(wq: Workqueue, wk: Any) -> None:
         kcont.SimDeadlockError: simulated runtime: ``wk`` can never finish,
             or the call comes from inside another continuation while ``wk``
             is busy.
+        kcont.WouldDeadlockError: threaded runtime: a soft-level queue's
+            ``wk`` is enqueued for the CPU whose soft-level function calls
+            (only the caller's thread could run it).
     """
     wq = _check(wq)
     with wq._lock:

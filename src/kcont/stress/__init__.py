@@ -75,7 +75,9 @@ Layout
 ``config`` (what a run does), ``ledger`` (tickets, slots, counters, the
 online ledger), ``checker`` (end-of-run invariants), ``workload`` (the
 operations and the functions: :class:`Harness`), ``driver`` (the threaded
-run), ``report`` (the result) and ``cli`` (the command).
+run), ``report`` (the result) and ``cli`` (the command).  ``sigint`` is a
+separate mode (``--sigint``): SIGINT delivered to the main thread at random
+instants while it uses the runtime, then the same kind of exact ledger.
 """
 
 from __future__ import annotations

@@ -11,6 +11,7 @@ import faulthandler
 import os
 import sys
 from collections.abc import Sequence
+from typing import TextIO
 
 from .._cli import (
     EXIT_INTERRUPTED,
@@ -25,6 +26,7 @@ from .._cli import (
 )
 from .config import StressConfig
 from .driver import run_stress
+from .sigint import run_sigint
 
 MAX_DURATION = 7 * 86_400.0  # a week of load: beyond that, a typo
 MAX_HZ = 10_000
@@ -78,6 +80,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default="seed",
         help="shutdown(cancel=...) at the end (default: drawn from the seed)",
     )
+    parser.add_argument(
+        "--sigint",
+        action="store_true",
+        help="instead: send SIGINT to the main thread at random instants while it uses the runtime, "
+        "catch each KeyboardInterrupt and check that nothing was left half-done (Ctrl-C cannot end it)",
+    )
     add_output_options(parser, what="the figures")
     # ``--json`` alone (no FILE) prints the JSON on standard output, as it always did.
     for action in parser._actions:
@@ -102,6 +110,8 @@ def run(args: argparse.Namespace) -> int:
         shutdown_cancel=None if args.cancel == "seed" else args.cancel == "yes",
     )
     text = text_stream(args)
+    if args.sigint:
+        return _run_sigint(args, text)
     show = progress_wanted(args, text)
 
     def progress(line: str) -> None:
@@ -136,6 +146,26 @@ def run(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return EXIT_INTERRUPTED
+    return 0 if result.ok else 1
+
+
+def _run_sigint(args: argparse.Namespace, text: TextIO) -> int:
+    """``--sigint``: 0 iff nothing was left half-done (see kcont.stress.sigint)."""
+    if progress_wanted(args, text):
+        print(
+            f"kcont stress --sigint: {args.duration:g} s of SIGINTs at random instants, "
+            f"{args.ncpu} CPUs, seed {args.seed}",
+            file=text,
+            flush=True,
+        )
+    faulthandler.dump_traceback_later(args.duration + 300, exit=True)
+    try:
+        result = run_sigint(args.duration, seed=args.seed, ncpu=args.ncpu, hz=args.hz)
+    finally:
+        faulthandler.cancel_dump_traceback_later()
+    print(result.summary(), file=text, flush=True)
+    if args.json:
+        write_json(result.as_dict(), args.json, None if args.json == "-" else text)
     return 0 if result.ok else 1
 
 
