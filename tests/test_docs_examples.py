@@ -29,7 +29,8 @@ def test_tutorial_and_howtos_have_examples() -> None:
 
 @pytest.mark.timeout(60)
 @pytest.mark.parametrize("page", PAGES, ids=lambda page: page.name)
-def test_page_examples_run(page: Path) -> None:
+def test_page_examples_run(page: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)  # files an example writes (a trace) stay out of the checkout
     namespace: dict[str, object] = {"__name__": f"docs.{page.stem}"}
     for line, block in python_blocks(page):
         # Blank lines keep the traceback's line numbers those of the page.
