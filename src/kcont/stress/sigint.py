@@ -187,29 +187,30 @@ def run_sigint(
     sender = _Sender(threading.get_ident(), mean_interval, seed)
     started = time.monotonic()
     end = started + duration
-    sender.start()
+    # The harness's own loop runs with SIGINT blocked, and each operation
+    # with it deliverable (_exposed): an interrupt landing between two
+    # statements of the loop itself would escape every handler and end the
+    # run (and a test runner around it), which says nothing about kcont.
+    mask = signal.pthread_sigmask(signal.SIG_BLOCK, _SIGINT)
     try:
-        while time.monotonic() < end:
-            try:
+        sender.start()
+        try:
+            while time.monotonic() < end:
                 try:
-                    while time.monotonic() < end:
-                        operate()
-                        ops += 1
-                except KeyboardInterrupt:
-                    caught += 1
+                    surfaced = _exposed(operate)
                 except (HaltTimeoutError, TimeoutError) as exc:
                     violations.append(f"a wait timed out under interrupts: {exc}")
-            except KeyboardInterrupt:  # a second one during the first's handling
-                caught += 1
+                    continue
+                caught += surfaced
+                ops += not surfaced
+        finally:
+            sender.stop.set()
+            sender.join()
+        seconds = time.monotonic() - started
+        for _ in range(3):  # a last interrupt, deferred or pending, surfaces here
+            caught += _exposed(_pause)
     finally:
-        sender.stop.set()
-        sender.join()
-    seconds = time.monotonic() - started
-    for _ in range(3):  # a last interrupt, deferred or in flight, surfaces here
-        try:
-            time.sleep(0.05)
-        except KeyboardInterrupt:
-            caught += 1
+        signal.pthread_sigmask(signal.SIG_SETMASK, mask)
     try:
         violations += _check(rt, kcs, counts, lock, (soft_now, thread_now))
     except KcontError as exc:
@@ -225,6 +226,46 @@ def run_sigint(
     if caught == 0 or caught > sender.sent:
         violations.append(f"{caught} interrupts surfaced for {sender.sent} sent")
     return SigintResult(seconds, sender.sent, caught, ops, invoked, shutdown_seconds, violations)
+
+
+_SIGINT = {signal.SIGINT}
+
+
+def _block() -> None:
+    signal.pthread_sigmask(signal.SIG_BLOCK, _SIGINT)
+
+
+def _checkpoint() -> None:
+    """A function call: the interpreter raises a KeyboardInterrupt whose
+    signal already arrived at the latest when it enters a function."""
+
+
+def _pause() -> None:
+    time.sleep(0.05)
+
+
+def _exposed(operate: Callable[[], None]) -> int:
+    """Run ``operate()`` with SIGINT deliverable (it is blocked around);
+    return how many KeyboardInterrupts surfaced (0, 1, or 2 when a second
+    one came before the first's handler blocked SIGINT again).  Returns with
+    SIGINT blocked and none left to raise."""
+    try:
+        try:
+            try:
+                signal.pthread_sigmask(signal.SIG_UNBLOCK, _SIGINT)
+                operate()
+            finally:
+                _block()
+                _checkpoint()
+        except KeyboardInterrupt:
+            _block()
+            _checkpoint()
+            return 1
+    except KeyboardInterrupt:
+        _block()
+        _checkpoint()
+        return 2
+    return 0
 
 
 def _check(
