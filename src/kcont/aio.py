@@ -98,10 +98,7 @@ class _FlushWaiter(_LoopWaiter):
 
     def ready_locked(self) -> bool:
         kc: Continuation[Any] = self.kc  # type: ignore[assignment]
-        flags = kc._flags
-        if flags & QUEUED and kc._commits <= self.target:
-            return False
-        return not (flags & RUNNING and kc._started <= self.target)
+        return kc._flushed_locked(self.target)
 
 
 class _NotRunningWaiter(_LoopWaiter):
@@ -195,7 +192,7 @@ async def halt(kc: Continuation[Any]) -> bool:
         expired = kc._stop_locked()
         wait = bool(kc._flags & RUNNING) and kc._runner != get_ident()
         if wait:
-            rt._halting[kc] = rt._halting.get(kc, 0) + 1
+            kc._halting_locked()
             register_locked(rt, waiter)
     if not wait:
         _wake_fired(rt)
@@ -204,12 +201,7 @@ async def halt(kc: Continuation[Any]) -> bool:
         await _wait(rt, waiter)
     finally:
         with rt._lock:
-            left = rt._halting[kc] - 1
-            if left:
-                rt._halting[kc] = left
-            else:
-                del rt._halting[kc]
-            kc._stop_locked()  # a schedule made meanwhile by another thread
+            kc._halted_locked()
         _wake_fired(rt)
     return expired
 

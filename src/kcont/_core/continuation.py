@@ -499,7 +499,7 @@ class Continuation(Generic[A]):
             expired = self._stop_locked()
             if not self._flags & RUNNING or self._runner == _get_ident():
                 return expired
-            rt._halting[self] = rt._halting.get(self, 0) + 1
+            self._halting_locked()
         self._wait_halted(interlock, timeout, "halt")
         return expired
 
@@ -524,16 +524,37 @@ class Continuation(Generic[A]):
                 rt._wait_locked(self._not_running_locked, timeout, f"{what} of {self!r}")
         finally:
             with rt._lock:
-                left = rt._halting[self] - 1
-                if left:
-                    rt._halting[self] = left
-                else:
-                    del rt._halting[self]
-                self._stop_locked()
+                self._halted_locked()
             if released:
                 # Taken back whatever happens (an interrupt raised by the
                 # wait included): the caller's `with interlock:` releases it.
                 _retake(interlock)  # type: ignore[arg-type]
+
+    def _halting_locked(self) -> None:
+        """Register a halt (or destroy) about to wait: from now on every
+        invocation that ends is stopped again (``end_locked``).  Called in the
+        critical section of the halt's stop, before any lock is released."""
+        halting = self._wq.rt._halting
+        halting[self] = halting.get(self, 0) + 1
+
+    def _halted_locked(self) -> None:
+        """Unregister a halt whose wait ended (or gave up), and stop once
+        more: a schedule another thread made meanwhile is cancelled."""
+        halting = self._wq.rt._halting
+        left = halting[self] - 1
+        if left:
+            halting[self] = left
+        else:
+            del halting[self]
+        self._stop_locked()
+
+    def _flushed_locked(self, target: int) -> bool:
+        """True once no invocation committed by serial ``target`` is queued
+        or running (what a flush decided when ``_commits == target`` waits for)."""
+        flags = self._flags
+        if flags & QUEUED and self._commits <= target:
+            return False
+        return not (flags & RUNNING and self._started <= target)
 
     def _not_running_locked(self) -> bool:
         return not self._flags & RUNNING
@@ -566,17 +587,10 @@ class Continuation(Generic[A]):
             # cancelled, or replaced by a new scheduling; each of those wakes
             # the waiters.
             target = self._commits
-
-            def flushed() -> bool:
-                flags = self._flags
-                if flags & QUEUED and self._commits <= target:
-                    return False
-                return not (flags & RUNNING and self._started <= target)
-
             deadlock = rt._flush_would_deadlock_locked(self)
             if deadlock is not None:
                 raise WouldDeadlockError(f"flush of {self!r} {deadlock}")
-            rt._wait_locked(flushed, timeout, f"flush of {self!r}")
+            rt._wait_locked(lambda: self._flushed_locked(target), timeout, f"flush of {self!r}")
             return True
 
     @property
@@ -615,7 +629,7 @@ class Continuation(Generic[A]):
                 return
             if self._runner == _get_ident():
                 return  # end_locked detaches it after the function returns
-            rt._halting[self] = rt._halting.get(self, 0) + 1
+            self._halting_locked()
         self._wait_halted(None, timeout, "destroy")
 
     def _detach_locked(self) -> None:
