@@ -12,25 +12,12 @@ from typing import Any
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from test_timers import Entry
 
 from kcont._core import timerwheel
 from kcont._core.timerwheel import _STALE_SLACK, NEAR_BITS, NEAR_MASK, NEAR_SIZE, TimerWheel
 
 HUGE = 10**13
-
-
-class Entry:
-    """The slots the wheel uses on a continuation."""
-
-    __slots__ = ("_bucket", "_deadline", "name")
-
-    def __init__(self, name: str) -> None:
-        self._bucket: Any = None
-        self._deadline = 0
-        self.name = name
-
-    def __repr__(self) -> str:
-        return self.name
 
 
 def check_structure(wheel: TimerWheel, entries: list[Entry]) -> None:
