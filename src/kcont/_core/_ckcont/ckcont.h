@@ -1,0 +1,234 @@
+/* The compiled core of kcont: shared memory layouts and declarations.
+ *
+ * What it owns
+ *     The C layouts of the hot objects (a continuation, a run queue, a CPU, a
+ *     workqueue, the timer wheel and the runtime's hot fields) and the fast
+ *     paths that use them: Continuation.schedule (schedule.c), the timer
+ *     wheel's arm and disarm (wheel.c) and the dispatch function
+ *     (dispatch.c).  The pure-Python core (kcont._core, with the field lists
+ *     of kcont._core.layout) is the reference: every field here is exposed to
+ *     Python under the same name, so the pure code of the slow paths (stop,
+ *     halt, flush, destroy, the parking rules, expiry, waiters, traces) runs
+ *     unchanged on these objects.
+ *
+ * The rule of the fast paths
+ *     A fast path handles the common case exactly as the reference does, and
+ *     hands every other case to the reference itself (the pure-Python method,
+ *     kept on the class as ``_py_<name>``) *before* it changes anything:
+ *     either before taking the state lock, or after releasing it with nothing
+ *     written, so the reference redoes the whole operation from scratch.
+ *     Errors and their messages are therefore always the reference's.
+ *
+ * Transition table, flags and counters: as kcont/_core/continuation.py (the
+ * fast paths implement its rows "schedule(nticks=0)" and
+ * "schedule(nticks>0)" for an entry that is not QUEUED, "dispatch begins"
+ * and "dispatch ends").
+ *
+ * Locking (the same as the pure core; no shortcut relies on the GIL)
+ *     S, the runtime's state lock (``rt._lock``, a threading.Lock), guards
+ *     every field below except the immutable ones (``wq``, ``rt``, ``cpu``,
+ *     ``band``, ``index``).  A fast path takes S with the lock's own
+ *     ``acquire`` and releases it with ``release``, as the reference does,
+ *     and reads ``flags`` only under S.  No user object is released under S:
+ *     a replaced context is kept in a local until S is released.  No user
+ *     code runs under S (contexts are compared by identity, by the reference's
+ *     helper).  Python functions that a fast path calls with S held are
+ *     marked ``@ki.protected``, so a KeyboardInterrupt never lands between a
+ *     transition and its wake-up.
+ *     Free-threaded CPython: every field is written under S, and S is a real
+ *     lock; the module declares it does not rely on the GIL only where its
+ *     builds are tested (see the module's Py_mod_gil slot, absent here).
+ */
+#ifndef KCONT_CKCONT_H
+#define KCONT_CKCONT_H
+
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+#include <structmember.h>
+
+/* Flags: the same values as kcont/_core/flags.py (checked at import). */
+#define F_PENDING 0x01
+#define F_EXPIRED 0x02
+#define F_INVOKING 0x04
+#define F_QUEUED 0x08
+#define F_RUNNING 0x10
+#define F_DESTROYED 0x20
+#define F_DETACHED 0x40
+#define F_SHARED_CTX 0x80
+
+#define NEAR_BITS 10
+#define NEAR_SIZE (1 << NEAR_BITS)
+#define NEAR_MASK (NEAR_SIZE - 1)
+
+/* A continuation (kcont.Continuation's fields). */
+typedef struct {
+    PyObject_HEAD
+    int flags;            /* _flags */
+    Py_ssize_t commits;   /* _commits */
+    Py_ssize_t started;   /* _started */
+    long long deadline;   /* _deadline */
+    PyObject *wq;         /* _wq */
+    PyObject *func;       /* _func */
+    PyObject *arg;        /* _arg */
+    PyObject *lock;       /* _lock: a kcont.Mutex or None */
+    PyObject *rq;         /* _rq: a RunQueue */
+    PyObject *bucket;     /* _bucket: the wheel's dict holding it, or None */
+    PyObject *fired;      /* _fired: int or None */
+    PyObject *ctx;        /* _ctx: a contextvars.Context or None */
+    PyObject *runner;     /* _runner: thread ident or None */
+    PyObject *release;    /* _release: the Mutex to release after the call */
+    PyObject *name;       /* name */
+} KContObject;
+
+/* A run queue (kcont._core.runqueue.RunQueue's fields). */
+typedef struct {
+    PyObject_HEAD
+    PyObject *rt, *wq, *cpu, *fifo, *parked, *woken, *pri, *bit;
+    Py_ssize_t band;
+    Py_ssize_t scheduled, armed, invoked, ebusy, stopped, lock_waits, reentry_waits, late, late_ticks,
+        exceptions, depth_hwm, func_ns;
+} RunQueueObject;
+
+/* A CPU (kcont._core.runtime.CPU's fields). */
+typedef struct {
+    PyObject_HEAD
+    PyObject *rt, *index, *ready, *rqs;
+    PyObject *weakreflist;
+} CPUObject;
+
+/* A workqueue (kcont._core.workqueue.Workqueue's fields). */
+typedef struct {
+    PyObject_HEAD
+    PyObject *rt, *rqs, *percpu, *acquired, *band, *bound, *flags, *freed, *name, *order, *predefined, *pri;
+    PyObject *weakreflist;
+} WorkqueueObject;
+
+/* The timer wheel (kcont._core.timerwheel.TimerWheel's fields). */
+typedef struct {
+    PyObject_HEAD
+    PyObject *near;       /* list of NEAR_SIZE dicts */
+    PyObject *far;        /* {epoch: dict} */
+    PyObject *epochs;     /* _epochs: heap of far's keys */
+    Py_ssize_t stale_room;
+    Py_ssize_t count;
+    long long now;
+} WheelObject;
+
+/* The runtime's hot fields (kcont._core.runtime.RuntimeCore). */
+typedef struct {
+    PyObject_HEAD
+    PyObject *lock;             /* _lock */
+    PyObject *closed;           /* _closed */
+    PyObject *trace;            /* _trace */
+    PyObject *kick;             /* _kick */
+    PyObject *ctx_cache;        /* _ctx_cache */
+    PyObject *wheel;            /* _wheel */
+    PyObject *clock;            /* _clock */
+    PyObject *timer_wake;       /* _timer_wake */
+    PyObject *running;          /* _running */
+    PyObject *ended_waiters;    /* _ended_waiters */
+    PyObject *callback_waiters; /* _callback_waiters */
+    PyObject *callbacks_ready;  /* _callbacks_ready */
+    PyObject *halting;          /* _halting */
+    PyObject *run_waiters;      /* _run_waiters */
+    PyObject *failed;           /* _failed */
+    PyObject *time_funcs;       /* _time_funcs */
+    PyObject *dropped;          /* _dropped */
+} RuntimeObject;
+
+extern PyTypeObject KCont_Type;
+extern PyTypeObject RunQueue_Type;
+extern PyTypeObject CPU_Type;
+extern PyTypeObject Workqueue_Type;
+extern PyTypeObject Wheel_Type;
+extern PyTypeObject Runtime_Type;
+
+/* Module globals, set once at import (module.c). */
+typedef struct {
+    PyObject *str_schedule_py;     /* "_py_schedule" */
+    PyObject *str_arm_py;          /* "_py_arm" */
+    PyObject *str_disarm_py;       /* "_py_disarm" */
+    PyObject *str_settle_epochs;   /* "_settle_epochs" */
+    PyObject *str_cpu;             /* "cpu" */
+    PyObject *str_acquire;         /* "acquire" */
+    PyObject *str_release;         /* "release" */
+    PyObject *str_popleft;         /* "popleft" */
+    PyObject *str_append;          /* "append" */
+    PyObject *str_try_acquire;     /* "_try_acquire" */
+    PyObject *str_take_slow;       /* "_take_slow_locked" */
+    PyObject *str_record;          /* "_record" */
+    PyObject *str_report_exception;/* "_report_exception" */
+    PyObject *str_take_dropped;    /* "_take_dropped_locked" */
+    PyObject *str_kick_timer;      /* "_kick_timer" */
+    PyObject *str_start, *str_end, *str_raise, *str_schedule;
+    PyObject *tls;                 /* kcont._core.runtime._tls */
+    PyObject *same_values;         /* continuation._same_values */
+    PyObject *heappush;            /* heapq.heappush */
+    PyObject *py_dispatch;         /* the reference dispatch function */
+    PyObject *ended_slow;          /* continuation._ended_slow_locked */
+    PyObject *take_ready;          /* waiters.take_ready_locked */
+    PyObject *wake_all;            /* waiters.wake_all */
+    PyObject *deliver;             /* waiters.deliver */
+    PyObject *watched_call;        /* instruments.watched_call */
+    PyObject *lock_type;           /* type(threading.Lock()) */
+    PyObject *lock_acquire;        /* its acquire method descriptor */
+    PyObject *lock_release;        /* its release method descriptor */
+    PyObject *deque_type;
+    PyObject *deque_append;        /* collections.deque.append */
+    PyObject *deque_popleft;       /* collections.deque.popleft */
+    int hooks_set;
+} KContGlobals;
+
+extern KContGlobals kg;
+
+/* State lock helpers: 0 on success, -1 with an exception set. */
+static inline int
+state_lock_acquire(PyObject *lock)
+{
+    PyObject *r;
+    if (Py_TYPE(lock) == (PyTypeObject *)kg.lock_type) {
+        r = PyObject_Vectorcall(kg.lock_acquire, &lock, 1, NULL);
+    }
+    else {
+        r = PyObject_CallMethodNoArgs(lock, kg.str_acquire);
+    }
+    if (r == NULL) {
+        return -1;
+    }
+    Py_DECREF(r);
+    return 0;
+}
+
+static inline int
+state_lock_release(PyObject *lock)
+{
+    PyObject *r;
+    if (Py_TYPE(lock) == (PyTypeObject *)kg.lock_type) {
+        r = PyObject_Vectorcall(kg.lock_release, &lock, 1, NULL);
+    }
+    else {
+        r = PyObject_CallMethodNoArgs(lock, kg.str_release);
+    }
+    if (r == NULL) {
+        return -1;
+    }
+    Py_DECREF(r);
+    return 0;
+}
+
+/* Python int <-> C helpers for ready masks (small values: no allocation). */
+
+/* schedule.c */
+PyObject *kcont_schedule_method(PyObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames);
+PyObject *kcont_ack_method(PyObject *self, PyObject *unused);
+
+/* wheel.c */
+int wheel_arm(WheelObject *wheel, KContObject *kc, long long deadline);
+PyObject *wheel_arm_method(PyObject *self, PyObject *const *args, Py_ssize_t nargs);
+PyObject *wheel_disarm_method(PyObject *self, PyObject *const *args, Py_ssize_t nargs);
+
+/* dispatch.c */
+PyObject *kcont_dispatch(PyObject *module, PyObject *const *args, Py_ssize_t nargs);
+int rq_mark_ready(RunQueueObject *rq);
+
+#endif

@@ -1,0 +1,553 @@
+/* kcont._core._ckcont: the compiled core's module and its object layouts.
+ *
+ * What it owns
+ *     The base types whose C layout the hot paths share (see ckcont.h): each
+ *     exposes its fields to Python under the names of the pure core's
+ *     ``__slots__`` (kcont._core.layout), so the pure-Python code of the slow
+ *     paths runs unchanged on them.  ``_setup`` receives, once, the Python
+ *     functions the fast paths hand rare cases to.
+ *
+ * Invariants
+ *     A continuation is created DETACHED (as the reference, whose ``__del__``
+ *     then has nothing to undo until ``__init__`` bound it); object fields
+ *     are NULL until set, and read as AttributeError, as an unset slot.
+ *
+ * Locking: see ckcont.h.  Nothing here takes a lock.
+ */
+#include "ckcont.h"
+
+KContGlobals kg;
+
+#define OBJ(type, field, name) {name, T_OBJECT_EX, offsetof(type, field), 0, NULL}
+#define SSIZE(type, field, name) {name, T_PYSSIZET, offsetof(type, field), 0, NULL}
+
+/* -- Continuation ---------------------------------------------------------- */
+
+static PyObject *
+kcont_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
+{
+    KContObject *self = (KContObject *)type->tp_alloc(type, 0);
+    if (self != NULL) {
+        self->flags = F_DETACHED;
+    }
+    return (PyObject *)self;
+}
+
+static int
+kcont_traverse(KContObject *self, visitproc visit, void *arg)
+{
+    Py_VISIT(self->wq);
+    Py_VISIT(self->func);
+    Py_VISIT(self->arg);
+    Py_VISIT(self->lock);
+    Py_VISIT(self->rq);
+    Py_VISIT(self->bucket);
+    Py_VISIT(self->fired);
+    Py_VISIT(self->ctx);
+    Py_VISIT(self->runner);
+    Py_VISIT(self->release);
+    Py_VISIT(self->name);
+    return 0;
+}
+
+static int
+kcont_clear(KContObject *self)
+{
+    Py_CLEAR(self->wq);
+    Py_CLEAR(self->func);
+    Py_CLEAR(self->arg);
+    Py_CLEAR(self->lock);
+    Py_CLEAR(self->rq);
+    Py_CLEAR(self->bucket);
+    Py_CLEAR(self->fired);
+    Py_CLEAR(self->ctx);
+    Py_CLEAR(self->runner);
+    Py_CLEAR(self->release);
+    Py_CLEAR(self->name);
+    return 0;
+}
+
+static void
+kcont_dealloc(KContObject *self)
+{
+    PyObject_GC_UnTrack(self);
+    kcont_clear(self);
+    Py_TYPE(self)->tp_free((PyObject *)self);
+}
+
+static PyMemberDef kcont_members[] = {
+    {"_flags", T_INT, offsetof(KContObject, flags), 0, NULL},
+    SSIZE(KContObject, commits, "_commits"),
+    SSIZE(KContObject, started, "_started"),
+    {"_deadline", T_LONGLONG, offsetof(KContObject, deadline), 0, NULL},
+    OBJ(KContObject, wq, "_wq"),
+    OBJ(KContObject, func, "_func"),
+    OBJ(KContObject, arg, "_arg"),
+    OBJ(KContObject, lock, "_lock"),
+    OBJ(KContObject, rq, "_rq"),
+    OBJ(KContObject, bucket, "_bucket"),
+    OBJ(KContObject, fired, "_fired"),
+    OBJ(KContObject, ctx, "_ctx"),
+    OBJ(KContObject, runner, "_runner"),
+    OBJ(KContObject, release, "_release"),
+    OBJ(KContObject, name, "name"),
+    {NULL},
+};
+
+static PyMethodDef kcont_methods[] = {
+    {"_c_schedule", (PyCFunction)(void (*)(void))kcont_schedule_method, METH_FASTCALL | METH_KEYWORDS,
+     "schedule(nticks=0, cpu=None, *, ack=False): the compiled fast path of Continuation.schedule."},
+    {"_c_ack", (PyCFunction)kcont_ack_method, METH_NOARGS,
+     "ack(): clear INVOKING and return its previous value (compiled)."},
+    {NULL},
+};
+
+PyTypeObject KCont_Type = {
+    PyVarObject_HEAD_INIT(NULL, 0)
+    .tp_name = "kcont._core._ckcont.ContinuationFields",
+    .tp_basicsize = sizeof(KContObject),
+    .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_BASETYPE | Py_TPFLAGS_HAVE_GC,
+    .tp_doc = "The compiled layout of a continuation's fields.",
+    .tp_new = kcont_new,
+    .tp_traverse = (traverseproc)kcont_traverse,
+    .tp_clear = (inquiry)kcont_clear,
+    .tp_dealloc = (destructor)kcont_dealloc,
+    .tp_members = kcont_members,
+    .tp_methods = kcont_methods,
+};
+
+/* -- RunQueue -------------------------------------------------------------- */
+
+static int
+rq_traverse(RunQueueObject *self, visitproc visit, void *arg)
+{
+    Py_VISIT(self->rt);
+    Py_VISIT(self->wq);
+    Py_VISIT(self->cpu);
+    Py_VISIT(self->fifo);
+    Py_VISIT(self->parked);
+    Py_VISIT(self->woken);
+    Py_VISIT(self->pri);
+    Py_VISIT(self->bit);
+    return 0;
+}
+
+static int
+rq_clear(RunQueueObject *self)
+{
+    Py_CLEAR(self->rt);
+    Py_CLEAR(self->wq);
+    Py_CLEAR(self->cpu);
+    Py_CLEAR(self->fifo);
+    Py_CLEAR(self->parked);
+    Py_CLEAR(self->woken);
+    Py_CLEAR(self->pri);
+    Py_CLEAR(self->bit);
+    return 0;
+}
+
+static void
+rq_dealloc(RunQueueObject *self)
+{
+    PyObject_GC_UnTrack(self);
+    rq_clear(self);
+    Py_TYPE(self)->tp_free((PyObject *)self);
+}
+
+static PyMemberDef rq_members[] = {
+    OBJ(RunQueueObject, rt, "rt"),
+    OBJ(RunQueueObject, wq, "wq"),
+    OBJ(RunQueueObject, cpu, "cpu"),
+    OBJ(RunQueueObject, fifo, "fifo"),
+    OBJ(RunQueueObject, parked, "parked"),
+    OBJ(RunQueueObject, woken, "woken"),
+    OBJ(RunQueueObject, pri, "pri"),
+    OBJ(RunQueueObject, bit, "bit"),
+    SSIZE(RunQueueObject, band, "band"),
+    SSIZE(RunQueueObject, scheduled, "scheduled"),
+    SSIZE(RunQueueObject, armed, "armed"),
+    SSIZE(RunQueueObject, invoked, "invoked"),
+    SSIZE(RunQueueObject, ebusy, "ebusy"),
+    SSIZE(RunQueueObject, stopped, "stopped"),
+    SSIZE(RunQueueObject, lock_waits, "lock_waits"),
+    SSIZE(RunQueueObject, reentry_waits, "reentry_waits"),
+    SSIZE(RunQueueObject, late, "late"),
+    SSIZE(RunQueueObject, late_ticks, "late_ticks"),
+    SSIZE(RunQueueObject, exceptions, "exceptions"),
+    SSIZE(RunQueueObject, depth_hwm, "depth_hwm"),
+    SSIZE(RunQueueObject, func_ns, "func_ns"),
+    {NULL},
+};
+
+PyTypeObject RunQueue_Type = {
+    PyVarObject_HEAD_INIT(NULL, 0)
+    .tp_name = "kcont._core._ckcont.RunQueueFields",
+    .tp_basicsize = sizeof(RunQueueObject),
+    .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_BASETYPE | Py_TPFLAGS_HAVE_GC,
+    .tp_doc = "The compiled layout of a run queue's fields.",
+    .tp_new = PyType_GenericNew,
+    .tp_traverse = (traverseproc)rq_traverse,
+    .tp_clear = (inquiry)rq_clear,
+    .tp_dealloc = (destructor)rq_dealloc,
+    .tp_members = rq_members,
+};
+
+/* -- CPU ------------------------------------------------------------------- */
+
+static int
+cpu_traverse(CPUObject *self, visitproc visit, void *arg)
+{
+    Py_VISIT(self->rt);
+    Py_VISIT(self->index);
+    Py_VISIT(self->ready);
+    Py_VISIT(self->rqs);
+    return 0;
+}
+
+static int
+cpu_clear(CPUObject *self)
+{
+    Py_CLEAR(self->rt);
+    Py_CLEAR(self->index);
+    Py_CLEAR(self->ready);
+    Py_CLEAR(self->rqs);
+    return 0;
+}
+
+static void
+cpu_dealloc(CPUObject *self)
+{
+    PyObject_GC_UnTrack(self);
+    if (self->weakreflist != NULL) {
+        PyObject_ClearWeakRefs((PyObject *)self);
+    }
+    cpu_clear(self);
+    Py_TYPE(self)->tp_free((PyObject *)self);
+}
+
+static PyMemberDef cpu_members[] = {
+    OBJ(CPUObject, rt, "rt"),
+    OBJ(CPUObject, index, "index"),
+    OBJ(CPUObject, ready, "ready"),
+    OBJ(CPUObject, rqs, "rqs"),
+    {NULL},
+};
+
+PyTypeObject CPU_Type = {
+    PyVarObject_HEAD_INIT(NULL, 0)
+    .tp_name = "kcont._core._ckcont.CPUFields",
+    .tp_basicsize = sizeof(CPUObject),
+    .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_BASETYPE | Py_TPFLAGS_HAVE_GC,
+    .tp_doc = "The compiled layout of a CPU's fields.",
+    .tp_new = PyType_GenericNew,
+    .tp_traverse = (traverseproc)cpu_traverse,
+    .tp_clear = (inquiry)cpu_clear,
+    .tp_dealloc = (destructor)cpu_dealloc,
+    .tp_members = cpu_members,
+    .tp_weaklistoffset = offsetof(CPUObject, weakreflist),
+};
+
+/* -- Workqueue ------------------------------------------------------------- */
+
+#define WQ_FIELDS(X) X(rt) X(rqs) X(percpu) X(acquired) X(band) X(bound) X(flags) X(freed) X(name) X(order) \
+    X(predefined) X(pri)
+
+static int
+wq_traverse(WorkqueueObject *self, visitproc visit, void *arg)
+{
+#define V(f) Py_VISIT(self->f);
+    WQ_FIELDS(V)
+#undef V
+    return 0;
+}
+
+static int
+wq_clear(WorkqueueObject *self)
+{
+#define C(f) Py_CLEAR(self->f);
+    WQ_FIELDS(C)
+#undef C
+    return 0;
+}
+
+static void
+wq_dealloc(WorkqueueObject *self)
+{
+    PyObject_GC_UnTrack(self);
+    if (self->weakreflist != NULL) {
+        PyObject_ClearWeakRefs((PyObject *)self);
+    }
+    wq_clear(self);
+    Py_TYPE(self)->tp_free((PyObject *)self);
+}
+
+static PyMemberDef wq_members[] = {
+#define M(f) OBJ(WorkqueueObject, f, #f),
+    WQ_FIELDS(M)
+#undef M
+    {NULL},
+};
+
+PyTypeObject Workqueue_Type = {
+    PyVarObject_HEAD_INIT(NULL, 0)
+    .tp_name = "kcont._core._ckcont.WorkqueueFields",
+    .tp_basicsize = sizeof(WorkqueueObject),
+    .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_BASETYPE | Py_TPFLAGS_HAVE_GC,
+    .tp_doc = "The compiled layout of a workqueue's fields.",
+    .tp_new = PyType_GenericNew,
+    .tp_traverse = (traverseproc)wq_traverse,
+    .tp_clear = (inquiry)wq_clear,
+    .tp_dealloc = (destructor)wq_dealloc,
+    .tp_members = wq_members,
+    .tp_weaklistoffset = offsetof(WorkqueueObject, weakreflist),
+};
+
+/* -- TimerWheel ------------------------------------------------------------ */
+
+static int
+wheel_traverse(WheelObject *self, visitproc visit, void *arg)
+{
+    Py_VISIT(self->near);
+    Py_VISIT(self->far);
+    Py_VISIT(self->epochs);
+    return 0;
+}
+
+static int
+wheel_clear(WheelObject *self)
+{
+    Py_CLEAR(self->near);
+    Py_CLEAR(self->far);
+    Py_CLEAR(self->epochs);
+    return 0;
+}
+
+static void
+wheel_dealloc(WheelObject *self)
+{
+    PyObject_GC_UnTrack(self);
+    wheel_clear(self);
+    Py_TYPE(self)->tp_free((PyObject *)self);
+}
+
+static PyMemberDef wheel_members[] = {
+    OBJ(WheelObject, near, "near"),
+    OBJ(WheelObject, far, "far"),
+    OBJ(WheelObject, epochs, "_epochs"),
+    SSIZE(WheelObject, stale_room, "_stale_room"),
+    SSIZE(WheelObject, count, "count"),
+    {"now", T_LONGLONG, offsetof(WheelObject, now), 0, NULL},
+    {NULL},
+};
+
+static PyMethodDef wheel_methods[] = {
+    {"_c_arm", (PyCFunction)(void (*)(void))wheel_arm_method, METH_FASTCALL,
+     "arm(kc, deadline): arm or re-arm kc (compiled)."},
+    {"_c_disarm", (PyCFunction)(void (*)(void))wheel_disarm_method, METH_FASTCALL,
+     "disarm(kc): remove kc, which must be armed (compiled)."},
+    {NULL},
+};
+
+PyTypeObject Wheel_Type = {
+    PyVarObject_HEAD_INIT(NULL, 0)
+    .tp_name = "kcont._core._ckcont.TimerWheelFields",
+    .tp_basicsize = sizeof(WheelObject),
+    .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_BASETYPE | Py_TPFLAGS_HAVE_GC,
+    .tp_doc = "The compiled layout of the timer wheel's fields.",
+    .tp_new = PyType_GenericNew,
+    .tp_traverse = (traverseproc)wheel_traverse,
+    .tp_clear = (inquiry)wheel_clear,
+    .tp_dealloc = (destructor)wheel_dealloc,
+    .tp_members = wheel_members,
+    .tp_methods = wheel_methods,
+};
+
+/* -- Runtime --------------------------------------------------------------- */
+
+#define RT_FIELDS(X) X(lock) X(closed) X(trace) X(kick) X(ctx_cache) X(wheel) X(clock) X(timer_wake) X(running) \
+    X(ended_waiters) X(callback_waiters) X(callbacks_ready) X(halting) X(run_waiters) X(failed) X(time_funcs) \
+    X(dropped)
+
+static int
+rt_traverse(RuntimeObject *self, visitproc visit, void *arg)
+{
+#define V(f) Py_VISIT(self->f);
+    RT_FIELDS(V)
+#undef V
+    return 0;
+}
+
+static int
+rt_clear(RuntimeObject *self)
+{
+#define C(f) Py_CLEAR(self->f);
+    RT_FIELDS(C)
+#undef C
+    return 0;
+}
+
+static void
+rt_dealloc(RuntimeObject *self)
+{
+    PyObject_GC_UnTrack(self);
+    rt_clear(self);
+    Py_TYPE(self)->tp_free((PyObject *)self);
+}
+
+static PyMemberDef rt_members[] = {
+#define M(f) OBJ(RuntimeObject, f, "_" #f),
+    RT_FIELDS(M)
+#undef M
+    {NULL},
+};
+
+PyTypeObject Runtime_Type = {
+    PyVarObject_HEAD_INIT(NULL, 0)
+    .tp_name = "kcont._core._ckcont.RuntimeFields",
+    .tp_basicsize = sizeof(RuntimeObject),
+    .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_BASETYPE | Py_TPFLAGS_HAVE_GC,
+    .tp_doc = "The compiled layout of a runtime's hot fields.",
+    .tp_new = PyType_GenericNew,
+    .tp_traverse = (traverseproc)rt_traverse,
+    .tp_clear = (inquiry)rt_clear,
+    .tp_dealloc = (destructor)rt_dealloc,
+    .tp_members = rt_members,
+};
+
+/* -- module ---------------------------------------------------------------- */
+
+/* _setup(hooks: dict[str, object]): the Python functions the fast paths
+ * hand rare cases to, and the objects they share with the pure core. */
+static PyObject *
+ckcont_setup(PyObject *module, PyObject *hooks)
+{
+    if (!PyDict_Check(hooks)) {
+        PyErr_SetString(PyExc_TypeError, "_setup expects a dict");
+        return NULL;
+    }
+#define HOOK(field, key)                                                       \
+    do {                                                                       \
+        PyObject *value = PyDict_GetItemString(hooks, key);                    \
+        if (value != NULL) {                                                   \
+            Py_INCREF(value);                                                  \
+            Py_XSETREF(kg.field, value);                                       \
+        }                                                                      \
+    } while (0)
+    HOOK(tls, "tls");
+    HOOK(same_values, "same_values");
+    HOOK(py_dispatch, "dispatch");
+    HOOK(ended_slow, "ended_slow_locked");
+    HOOK(take_ready, "take_ready_locked");
+    HOOK(wake_all, "wake_all");
+    HOOK(deliver, "deliver");
+    HOOK(watched_call, "watched_call");
+#undef HOOK
+    kg.hooks_set = 1;
+    Py_RETURN_NONE;
+}
+
+static PyMethodDef module_methods[] = {
+    {"_setup", (PyCFunction)ckcont_setup, METH_O, "Receive the pure core's helpers (once, at import)."},
+    {"dispatch", (PyCFunction)(void (*)(void))kcont_dispatch, METH_FASTCALL,
+     "dispatch(rt, cpu, bands, limit=1): the compiled dispatch function."},
+    {NULL},
+};
+
+static struct PyModuleDef module_def = {
+    PyModuleDef_HEAD_INIT,
+    .m_name = "kcont._core._ckcont",
+    .m_doc = "The compiled core of kcont (see kcont._core.layout and kcont.implementation).",
+    .m_size = -1,
+    .m_methods = module_methods,
+};
+
+static int
+intern(PyObject **slot, const char *text)
+{
+    *slot = PyUnicode_InternFromString(text);
+    return *slot == NULL ? -1 : 0;
+}
+
+PyMODINIT_FUNC
+PyInit__ckcont(void)
+{
+    PyObject *module = PyModule_Create(&module_def);
+    if (module == NULL) {
+        return NULL;
+    }
+    if (intern(&kg.str_schedule_py, "_py_schedule") < 0 || intern(&kg.str_arm_py, "_py_arm") < 0 ||
+        intern(&kg.str_disarm_py, "_py_disarm") < 0 || intern(&kg.str_settle_epochs, "_settle_epochs") < 0 ||
+        intern(&kg.str_cpu, "cpu") < 0 || intern(&kg.str_acquire, "acquire") < 0 ||
+        intern(&kg.str_release, "release") < 0 || intern(&kg.str_popleft, "popleft") < 0 ||
+        intern(&kg.str_append, "append") < 0 || intern(&kg.str_try_acquire, "_try_acquire") < 0 ||
+        intern(&kg.str_take_slow, "_take_slow_locked") < 0 || intern(&kg.str_record, "_record") < 0 ||
+        intern(&kg.str_report_exception, "_report_exception") < 0 ||
+        intern(&kg.str_take_dropped, "_take_dropped_locked") < 0 || intern(&kg.str_kick_timer, "_kick_timer") < 0 ||
+        intern(&kg.str_start, "start") < 0 || intern(&kg.str_end, "end") < 0 || intern(&kg.str_raise, "raise") < 0 ||
+        intern(&kg.str_schedule, "schedule") < 0) {
+        goto fail;
+    }
+    /* The state lock's type and methods, called directly on the hot paths. */
+    PyObject *threading = PyImport_ImportModule("_thread");
+    if (threading == NULL) {
+        goto fail;
+    }
+    PyObject *lock = PyObject_CallMethod(threading, "allocate_lock", NULL);
+    Py_DECREF(threading);
+    if (lock == NULL) {
+        goto fail;
+    }
+    kg.lock_type = (PyObject *)Py_TYPE(lock);
+    Py_INCREF(kg.lock_type);
+    Py_DECREF(lock);
+    kg.lock_acquire = PyObject_GetAttrString(kg.lock_type, "acquire");
+    kg.lock_release = PyObject_GetAttrString(kg.lock_type, "release");
+    PyObject *collections = PyImport_ImportModule("collections");
+    if (collections == NULL) {
+        goto fail;
+    }
+    kg.deque_type = PyObject_GetAttrString(collections, "deque");
+    Py_DECREF(collections);
+    if (kg.deque_type == NULL || kg.lock_acquire == NULL || kg.lock_release == NULL) {
+        goto fail;
+    }
+    kg.deque_append = PyObject_GetAttrString(kg.deque_type, "append");
+    kg.deque_popleft = PyObject_GetAttrString(kg.deque_type, "popleft");
+    PyObject *heapq = PyImport_ImportModule("heapq");
+    if (heapq == NULL) {
+        goto fail;
+    }
+    kg.heappush = PyObject_GetAttrString(heapq, "heappush");
+    Py_DECREF(heapq);
+    if (kg.deque_append == NULL || kg.deque_popleft == NULL || kg.heappush == NULL) {
+        goto fail;
+    }
+    PyTypeObject *types[] = {&KCont_Type, &RunQueue_Type, &CPU_Type, &Workqueue_Type, &Wheel_Type, &Runtime_Type};
+    const char *names[] = {"ContinuationFields", "RunQueueFields", "CPUFields", "WorkqueueFields",
+                           "TimerWheelFields", "RuntimeFields"};
+    for (size_t i = 0; i < sizeof(types) / sizeof(types[0]); i++) {
+        if (PyType_Ready(types[i]) < 0) {
+            goto fail;
+        }
+        Py_INCREF(types[i]);
+        if (PyModule_AddObject(module, names[i], (PyObject *)types[i]) < 0) {
+            Py_DECREF(types[i]);
+            goto fail;
+        }
+    }
+    if (PyModule_AddIntConstant(module, "NEAR_BITS", NEAR_BITS) < 0 ||
+        PyModule_AddIntConstant(module, "PENDING", F_PENDING) < 0 ||
+        PyModule_AddIntConstant(module, "EXPIRED", F_EXPIRED) < 0 ||
+        PyModule_AddIntConstant(module, "INVOKING", F_INVOKING) < 0 ||
+        PyModule_AddIntConstant(module, "QUEUED", F_QUEUED) < 0 ||
+        PyModule_AddIntConstant(module, "RUNNING", F_RUNNING) < 0 ||
+        PyModule_AddIntConstant(module, "DESTROYED", F_DESTROYED) < 0 ||
+        PyModule_AddIntConstant(module, "DETACHED", F_DETACHED) < 0 ||
+        PyModule_AddIntConstant(module, "SHARED_CTX", F_SHARED_CTX) < 0) {
+        goto fail;
+    }
+    return module;
+fail:
+    Py_DECREF(module);
+    return NULL;
+}
