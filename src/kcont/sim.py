@@ -60,7 +60,7 @@ from typing import Any, ClassVar, NamedTuple
 
 from ._core import ki
 from ._core.continuation import Continuation, expire_locked
-from ._core.dispatch import dispatch
+from ._core.dispatch import dispatch, reference_dispatch
 from ._core.runtime import ALL_BANDS, CPU, ForkedLock, RuntimeCore, ShutdownAccount, _tls, check_timeout
 from ._core.timerwheel import NEAR_SIZE
 from .errors import InvalidArgumentError, SimDeadlockError
@@ -69,8 +69,10 @@ __all__ = ["SimRuntime", "TraceEvent"]
 
 # The dispatch function runs on the main thread here: its critical sections
 # are protected (a continuation's function it calls is not: an interrupt
-# there is raised at once, as before).
-ki.protected(dispatch)
+# there is raised at once, as before).  The compiled one has no bytecode
+# between its own steps, and the Python helpers it calls under the state lock
+# are protected where they are defined.
+ki.protected(reference_dispatch)
 
 # How far the wheel is moved per call on a jump shorter than _SHORT_JUMP (see
 # SimRuntime._expire_at_locked): below the wheel's own catch-up threshold, and

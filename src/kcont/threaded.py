@@ -330,6 +330,7 @@ class Runtime(RuntimeCore):
 
     # -- clock ---------------------------------------------------------------
 
+    @ki.protected
     def _now(self) -> int:
         return (time.monotonic_ns() - self._t0) * self.hz // _NS
 
@@ -414,6 +415,7 @@ class Runtime(RuntimeCore):
             return True
         return False
 
+    @ki.protected
     def _kick_worker_locked(self, rq: RunQueue) -> None:
         band = rq.wq.band
         cpu = rq.cpu
@@ -484,6 +486,7 @@ class Runtime(RuntimeCore):
 
     # -- timers ----------------------------------------------------------------
 
+    @ki.protected
     def _kick_timer(self, deadline: int) -> None:
         self._timer_wake = deadline
         self._wake_timer_locked()

@@ -115,6 +115,7 @@ from .flags import (
     flag_names,
 )
 from .ki import protected
+from .layout import COMPILED, ContinuationFields
 from .mutex import Mutex
 from .runtime import CPU, _tls, check_timeout, current_runtime, label_of
 from .waiters import fire_locked
@@ -144,7 +145,7 @@ _ARMED = PENDING | SHARED_CTX  # set by arming a timer
 _COMMITTED = EXPIRED | INVOKING | QUEUED  # set when an invocation is committed
 
 
-class Continuation(Generic[A]):
+class Continuation(ContinuationFields, Generic[A]):
     """A cheap, reusable handle on deferred work: a function, an argument, a
     workqueue and an optional lock (the seed's ``kcont_t``).
 
@@ -169,23 +170,7 @@ class Continuation(Generic[A]):
         Any thread, including a continuation's function.
     """
 
-    __slots__ = (
-        "_arg",
-        "_bucket",
-        "_commits",
-        "_ctx",
-        "_deadline",
-        "_fired",
-        "_flags",
-        "_func",
-        "_lock",
-        "_release",
-        "_rq",
-        "_runner",
-        "_started",
-        "_wq",
-        "name",
-    )
+    __slots__ = ()  # the fields are in its base (kcont._core.layout)
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         # Run queues, the timer wheel and the waiter tables find a continuation
@@ -859,6 +844,17 @@ class Continuation(Generic[A]):
         )
 
 
+
+if COMPILED:
+    # The compiled core's schedule and ack (kcont._core._ckcont): the same
+    # transitions for the common case, which hand every other case (a
+    # refusal, a replacement, a cpu argument, a traced runtime, a wrong type)
+    # to these reference methods before changing anything.
+    Continuation._py_schedule = Continuation.schedule  # type: ignore[attr-defined]
+    Continuation._py_ack = Continuation.ack  # type: ignore[attr-defined]
+    Continuation.schedule = ContinuationFields._c_schedule  # type: ignore[method-assign]
+    Continuation.ack = ContinuationFields._c_ack  # type: ignore[method-assign]
+
 # Code flags of functions whose call only creates an object (a coroutine, an
 # async generator, a generator) and runs none of their body.
 _NOT_RUN_BY_A_CALL = inspect.CO_COROUTINE | inspect.CO_ASYNC_GENERATOR | inspect.CO_GENERATOR
@@ -925,6 +921,7 @@ def _destroyed_func(arg: object, kc: Continuation[Any]) -> None:
     raise DestroyedError(f"{kc!r} was destroyed")  # never dispatched: stop dequeued it
 
 
+@protected
 def _same_values(ctx: Context, cached: Context) -> bool:
     """True if both contexts hold the same variables bound to the same objects.
 
@@ -985,6 +982,7 @@ def end_locked(kc: Continuation[Any]) -> bool:
     return False
 
 
+@protected
 def _ended_slow_locked(rt: RuntimeCore, kc: Continuation[Any], flags: int) -> bool:
     """The rare consequences of an invocation's end: wake sub-queues that
     waited for it, re-stop it for a halt, finish a destroy, notify waiters.

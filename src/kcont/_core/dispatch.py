@@ -55,8 +55,10 @@ from threading import get_ident
 from time import perf_counter_ns
 from typing import TYPE_CHECKING, Any
 
-from .continuation import begin_locked, end_locked
+from .continuation import _ended_slow_locked, _same_values, begin_locked, end_locked
 from .instruments import watched_call
+from .layout import compiled_module
+from .runtime import _tls
 from .waiters import deliver, take_ready_locked, wake_all
 
 if TYPE_CHECKING:
@@ -184,3 +186,27 @@ def dispatch(rt: RuntimeCore, cpu: CPU, bands: Sequence[int], limit: int = 1) ->
         _dropped = rt._take_dropped_locked()  # dies after the release below
         lock.release()
     return finished[-1] if finished else None
+
+
+#: The pure-Python dispatch function, whichever core runs (the compiled one
+#: hands traced and instrumented runtimes to it).
+reference_dispatch = dispatch
+
+_ckcont = compiled_module()
+if _ckcont is not None:
+    # The compiled dispatch runs the same sequence, handing the rare parts
+    # (parking, the consequences of an end, waiters, exceptions) to these
+    # functions, and a traced or instrumented runtime to the reference.
+    _ckcont._setup(
+        {
+            "tls": _tls,
+            "same_values": _same_values,
+            "dispatch": dispatch,
+            "ended_slow_locked": _ended_slow_locked,
+            "take_ready_locked": take_ready_locked,
+            "wake_all": wake_all,
+            "deliver": deliver,
+            "watched_call": watched_call,
+        }
+    )
+    dispatch = _ckcont.dispatch  # noqa: F811

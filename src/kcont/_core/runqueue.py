@@ -54,6 +54,8 @@ from collections import deque
 from typing import TYPE_CHECKING, Any
 
 from .flags import RUNNING
+from .ki import protected
+from .layout import RunQueueFields
 
 if TYPE_CHECKING:
     from .continuation import Continuation
@@ -79,32 +81,10 @@ COUNTERS = (
 )
 
 
-class RunQueue:
+class RunQueue(RunQueueFields):
     """Committed continuations of one workqueue on one CPU (or shared)."""
 
-    __slots__ = (
-        "armed",
-        "band",
-        "bit",
-        "cpu",
-        "depth_hwm",
-        "ebusy",
-        "exceptions",
-        "fifo",
-        "func_ns",
-        "invoked",
-        "late",
-        "late_ticks",
-        "lock_waits",
-        "parked",
-        "pri",
-        "reentry_waits",
-        "rt",
-        "scheduled",
-        "stopped",
-        "woken",
-        "wq",
-    )
+    __slots__ = ()  # the fields are in its base (kcont._core.layout)
 
     def __init__(self, rt: RuntimeCore, wq: Workqueue, cpu: CPU | None) -> None:
         self.rt = rt
@@ -145,6 +125,7 @@ class RunQueue:
 
     # -- ready masks -------------------------------------------------------
 
+    @protected
     def mark_ready_locked(self) -> None:
         """Set this queue's bit in the ready mask of the CPUs serving it."""
         cpu = self.cpu
@@ -154,6 +135,7 @@ class RunQueue:
             for cpu in self.rt.cpus:
                 cpu.ready[self.band] |= self.bit
 
+    @protected
     def clear_ready_locked(self) -> None:
         cpu = self.cpu
         if cpu is not None:
@@ -212,6 +194,7 @@ class RunQueue:
                 return kc
         return self._take_slow_locked()
 
+    @protected
     def _take_slow_locked(self) -> Continuation[Any] | None:
         fifo = self.fifo
         parked = self.parked

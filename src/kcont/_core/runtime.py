@@ -56,6 +56,7 @@ from . import ki
 from . import mutex as _mutex
 from .flags import DESTROYED, PENDING, QUEUED
 from .instruments import Hook, SlowReporter, Watch, hook_for, make_watch
+from .layout import CPUFields, RuntimeFields
 from .runqueue import COUNTERS
 from .stats import QueueTiming, RuntimeStats
 from .timerwheel import TimerWheel
@@ -100,7 +101,7 @@ _serials = itertools.count()
 _every_runtime: weakref.WeakSet[RuntimeCore] = weakref.WeakSet()
 
 
-class CPU:
+class CPU(CPUFields):
     """A virtual CPU of a runtime: the seed's ``struct cpu_info *ci``.
 
     ``rqs[band]`` lists the run queues this CPU serves in that band (its own
@@ -109,7 +110,7 @@ class CPU:
     may start (see the run queue module, ``kcont._core.runqueue``).  Both are S.
     """
 
-    __slots__ = ("__weakref__", "index", "ready", "rqs", "rt")
+    __slots__ = ()  # the fields are in its base (kcont._core.layout)
 
     def __init__(self, rt: RuntimeCore, index: int) -> None:
         self.rt = rt
@@ -125,7 +126,7 @@ class CPU:
         return f"<kcont.CPU {self.index} of {self.rt.name}>"
 
 
-class RuntimeCore:
+class RuntimeCore(RuntimeFields):
     """Shared state and behaviour of every runtime (see module docstring)."""
 
     def __init__(self, ncpu: int, hz: int, name: str | None = None) -> None:
@@ -671,6 +672,7 @@ class RuntimeCore:
                 unfinished=self._running,
             )
 
+    @ki.protected
     def _take_dropped_locked(self) -> list[Any]:
         """Hand over the objects dropped under the state lock.  The caller
         keeps the list until it has released the lock, so that their

@@ -77,6 +77,9 @@ from heapq import heapify, heappop, heappush
 from itertools import compress, islice
 from typing import TYPE_CHECKING, Any
 
+from .ki import protected
+from .layout import COMPILED, TimerWheelFields
+
 if TYPE_CHECKING:
     from .continuation import Continuation
 
@@ -98,10 +101,10 @@ _STALE_SLACK = 64
 Bucket = dict["Continuation[Any]", None]
 
 
-class TimerWheel:
+class TimerWheel(TimerWheelFields):
     """Deadlines of pending continuations.  All methods need the runtime lock."""
 
-    __slots__ = ("_epochs", "_stale_room", "count", "far", "near", "now")
+    __slots__ = ()  # the fields are in its base (kcont._core.layout)
 
     def __init__(self, now: int = 0) -> None:
         self.near: list[Bucket] = [{} for _ in range(NEAR_SIZE)]
@@ -154,6 +157,7 @@ class TimerWheel:
             if self._stale_room < 0 or self._epochs[0] == epoch:
                 self._settle_epochs()
 
+    @protected
     def _settle_epochs(self) -> None:
         """Restore the epoch heap's invariants after keys left ``far``: pop
         stale keys off the top; rebuild once there is no room for more."""
@@ -242,3 +246,12 @@ class TimerWheel:
 
     def __len__(self) -> int:
         return self.count
+
+
+if COMPILED:
+    # The compiled core's arm and disarm work on the same buckets; they hand
+    # what they do not handle (a stand-in entry, a huge deadline) to these.
+    TimerWheel._py_arm = TimerWheel.arm  # type: ignore[attr-defined]
+    TimerWheel._py_disarm = TimerWheel.disarm  # type: ignore[attr-defined]
+    TimerWheel.arm = TimerWheelFields._c_arm  # type: ignore[method-assign]
+    TimerWheel.disarm = TimerWheelFields._c_disarm  # type: ignore[method-assign]

@@ -52,6 +52,8 @@ from __future__ import annotations
 import logging
 from typing import TYPE_CHECKING, Any
 
+from .ki import protected
+
 if TYPE_CHECKING:
     from .continuation import Continuation
     from .runtime import RuntimeCore
@@ -135,6 +137,7 @@ def fire_locked(rt: RuntimeCore, kc: Continuation[Any], kick: bool) -> bool:
     return fired
 
 
+@protected
 def take_ready_locked(rt: RuntimeCore) -> list[CallbackWaiter]:
     """Hand over the fired waiters (state lock held); wake them with
     :func:`wake_all` once it is released."""

@@ -36,6 +36,7 @@ import errno
 from typing import TYPE_CHECKING, Any
 
 from ..errors import InvalidArgumentError, WorkqueueReleasedError
+from .layout import WorkqueueFields
 
 if TYPE_CHECKING:
     from .runqueue import RunQueue
@@ -142,7 +143,7 @@ def predefined_queue(name: str) -> PredefinedQueue:
     raise KeyError(name)
 
 
-class Workqueue:
+class Workqueue(WorkqueueFields):
     """A queue of continuations at one priority, per-CPU or shared.
 
     Obtained from a runtime (``rt.workqueue(pri, percpu=...)`` or
@@ -152,21 +153,7 @@ class Workqueue:
     a specific kernel thread").
     """
 
-    __slots__ = (
-        "__weakref__",
-        "acquired",
-        "band",
-        "bound",
-        "flags",
-        "freed",
-        "name",
-        "order",
-        "percpu",
-        "predefined",
-        "pri",
-        "rqs",
-        "rt",
-    )
+    __slots__ = ()  # the fields are in its base (kcont._core.layout)
 
     def __init__(
         self,

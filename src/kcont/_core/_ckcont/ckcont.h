@@ -216,7 +216,40 @@ state_lock_release(PyObject *lock)
     return 0;
 }
 
-/* Python int <-> C helpers for ready masks (small values: no allocation). */
+/* The exception being raised, taken (normalized, its traceback attached);
+ * NULL if none.  restore_exception() raises it again (stealing it). */
+static inline PyObject *
+take_exception(void)
+{
+#if PY_VERSION_HEX >= 0x030C0000
+    return PyErr_GetRaisedException();
+#else
+    PyObject *type, *value, *tb;
+    PyErr_Fetch(&type, &value, &tb);
+    if (type == NULL) {
+        return NULL;
+    }
+    PyErr_NormalizeException(&type, &value, &tb);
+    if (tb != NULL) {
+        PyException_SetTraceback(value, tb);
+        Py_DECREF(tb);
+    }
+    Py_DECREF(type);
+    return value;
+#endif
+}
+
+static inline void
+restore_exception(PyObject *exc)
+{
+#if PY_VERSION_HEX >= 0x030C0000
+    PyErr_SetRaisedException(exc);
+#else
+    PyObject *tb = PyException_GetTraceback(exc);
+    PyErr_Restore((PyObject *)Py_TYPE(exc), exc, tb);
+    Py_INCREF(Py_TYPE(exc));
+#endif
+}
 
 /* schedule.c */
 PyObject *kcont_schedule_method(PyObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames);

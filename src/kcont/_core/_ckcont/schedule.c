@@ -1,0 +1,405 @@
+/* Continuation.schedule and ack: the compiled fast paths.
+ *
+ * What it owns
+ *     The rows "schedule(nticks=0)" and "schedule(nticks>0)" of the
+ *     transition table (kcont/_core/continuation.py) for the common case: an
+ *     exact int ``nticks`` in [0, 2**62), no ``cpu`` argument, a continuation
+ *     that is not INVOKING (after ``ack``), not DESTROYED, not QUEUED (and not
+ *     PENDING for an immediate schedule), on a runtime that is open and not
+ *     tracing.  Every other case goes to the reference, ``_py_schedule``,
+ *     before anything is written (see ckcont.h, "The rule of the fast paths").
+ *
+ * Locking
+ *     S held from the flags test to the last write, as the reference.  What
+ *     may be the last reference to a user object (a replaced context, the
+ *     runtime's previous cached context) is released after S.
+ */
+#include "ckcont.h"
+
+#define MAX_TICKS (1LL << 62)
+
+/* type(self)._py_<name>(self, *args, **kwargs) with the vectorcall arguments
+ * received. */
+static PyObject *
+call_reference(PyObject *self, PyObject *name, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames)
+{
+    Py_ssize_t nkw = kwnames == NULL ? 0 : PyTuple_GET_SIZE(kwnames);
+    PyObject *small[8];
+    PyObject **stack = small;
+    if (1 + nargs + nkw > 8) {
+        stack = PyMem_Malloc((1 + nargs + nkw) * sizeof(PyObject *));
+        if (stack == NULL) {
+            return PyErr_NoMemory();
+        }
+    }
+    stack[0] = self;
+    for (Py_ssize_t i = 0; i < nargs + nkw; i++) {
+        stack[1 + i] = args[i];
+    }
+    PyObject *result = PyObject_VectorcallMethod(name, stack, (1 + nargs), kwnames);
+    if (stack != small) {
+        PyMem_Free(stack);
+    }
+    return result;
+}
+
+static int
+name_is(PyObject *key, const char *text)
+{
+    return PyUnicode_Check(key) && PyUnicode_CompareWithASCIIString(key, text) == 0;
+}
+
+/* Release S keeping the exception being raised, if any. */
+static void
+release_keeping_error(PyObject *lock)
+{
+    PyObject *exc = take_exception();
+    if (state_lock_release(lock) < 0) {
+        /* The lock was held by us: a release cannot fail but by a bug. */
+        PyErr_WriteUnraisable(lock);
+    }
+    if (exc != NULL) {
+        restore_exception(exc);
+    }
+}
+
+/* ready[band] |= bit for one CPU. */
+static int
+cpu_mark_ready(CPUObject *cpu, RunQueueObject *rq)
+{
+    PyObject *ready = cpu->ready;
+    if (ready == NULL || !PyList_Check(ready) || rq->band < 0 || rq->band >= PyList_GET_SIZE(ready)) {
+        PyErr_SetString(PyExc_SystemError, "kcont: malformed CPU ready mask");
+        return -1;
+    }
+    PyObject *mask = PyList_GET_ITEM(ready, rq->band);
+    PyObject *updated = PyNumber_Or(mask, rq->bit);
+    if (updated == NULL) {
+        return -1;
+    }
+    PyList_SET_ITEM(ready, rq->band, updated);
+    Py_DECREF(mask);
+    return 0;
+}
+
+/* RunQueue.mark_ready_locked. */
+int
+rq_mark_ready(RunQueueObject *rq)
+{
+    if (rq->cpu != Py_None) {
+        return cpu_mark_ready((CPUObject *)rq->cpu, rq);
+    }
+    PyObject *cpus = PyObject_GetAttrString(rq->rt, "cpus");
+    if (cpus == NULL) {
+        return -1;
+    }
+    PyObject *seq = PySequence_Fast(cpus, "cpus must be a sequence");
+    Py_DECREF(cpus);
+    if (seq == NULL) {
+        return -1;
+    }
+    Py_ssize_t n = PySequence_Fast_GET_SIZE(seq);
+    for (Py_ssize_t i = 0; i < n; i++) {
+        if (cpu_mark_ready((CPUObject *)PySequence_Fast_GET_ITEM(seq, i), rq) < 0) {
+            Py_DECREF(seq);
+            return -1;
+        }
+    }
+    Py_DECREF(seq);
+    return 0;
+}
+
+/* The run queue an unspecified cpu means (the reference's rule), borrowed;
+ * NULL with an exception set on error. */
+static RunQueueObject *
+default_rq(WorkqueueObject *wq, RuntimeObject *rt)
+{
+    PyObject *rqs = wq->rqs;
+    if (rqs == NULL || !PyTuple_Check(rqs) || PyTuple_GET_SIZE(rqs) == 0) {
+        PyErr_SetString(PyExc_SystemError, "kcont: malformed workqueue");
+        return NULL;
+    }
+    Py_ssize_t index = 0;
+    if (wq->percpu == Py_True) {
+        PyObject *here = PyObject_GetAttr(kg.tls, kg.str_cpu);
+        if (here == NULL) {
+            return NULL;
+        }
+        if (here != Py_None && PyObject_TypeCheck(here, &CPU_Type) && ((CPUObject *)here)->rt == (PyObject *)rt) {
+            index = PyLong_AsSsize_t(((CPUObject *)here)->index);
+            if (index == -1 && PyErr_Occurred()) {
+                Py_DECREF(here);
+                return NULL;
+            }
+            if (index < 0 || index >= PyTuple_GET_SIZE(rqs)) {
+                index = 0;
+            }
+        }
+        Py_DECREF(here);
+    }
+    return (RunQueueObject *)PyTuple_GET_ITEM(rqs, index);
+}
+
+PyObject *
+kcont_schedule_method(PyObject *op, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames)
+{
+    KContObject *self = (KContObject *)op;
+    PyObject *nticks_obj = NULL, *cpu = Py_None, *ack_obj = Py_False;
+    Py_ssize_t nkw = kwnames == NULL ? 0 : PyTuple_GET_SIZE(kwnames);
+
+    if (nargs > 2 || !kg.hooks_set) {
+        goto reference;
+    }
+    if (nargs >= 1) {
+        nticks_obj = args[0];
+    }
+    if (nargs >= 2) {
+        cpu = args[1];
+    }
+    for (Py_ssize_t i = 0; i < nkw; i++) {
+        PyObject *key = PyTuple_GET_ITEM(kwnames, i);
+        PyObject *value = args[nargs + i];
+        if (nargs < 1 && nticks_obj == NULL && name_is(key, "nticks")) {
+            nticks_obj = value;
+        }
+        else if (nargs < 2 && cpu == Py_None && name_is(key, "cpu")) {
+            cpu = value;
+        }
+        else if (name_is(key, "ack")) {
+            ack_obj = value;
+        }
+        else {
+            goto reference; /* unknown or repeated: the reference's TypeError */
+        }
+    }
+    if (cpu != Py_None || (ack_obj != Py_True && ack_obj != Py_False)) {
+        goto reference;
+    }
+    long long nticks = 0;
+    if (nticks_obj != NULL) {
+        if (!PyLong_CheckExact(nticks_obj)) {
+            goto reference;
+        }
+        int overflow = 0;
+        nticks = PyLong_AsLongLongAndOverflow(nticks_obj, &overflow);
+        if (overflow || nticks < 0 || nticks >= MAX_TICKS) {
+            if (nticks == -1 && PyErr_Occurred()) {
+                return NULL;
+            }
+            goto reference;
+        }
+    }
+    int ack = ack_obj == Py_True;
+    WorkqueueObject *wq = (WorkqueueObject *)self->wq;
+    if (wq == NULL || !PyObject_TypeCheck(wq, &Workqueue_Type) || wq->rt == NULL ||
+        !PyObject_TypeCheck(wq->rt, &Runtime_Type)) {
+        goto reference;
+    }
+    RuntimeObject *rt = (RuntimeObject *)wq->rt;
+    RunQueueObject *rq = default_rq(wq, rt);
+    if (rq == NULL) {
+        return NULL;
+    }
+    Py_INCREF(rq); /* ours until the end */
+    PyObject *ctx = PyContext_CopyCurrent();
+    if (ctx == NULL) {
+        Py_DECREF(rq);
+        return NULL;
+    }
+    PyObject *lock = rt->lock;
+    if (lock == NULL) {
+        Py_DECREF(rq);
+        Py_DECREF(ctx);
+        goto reference;
+    }
+    Py_INCREF(lock);
+    if (state_lock_acquire(lock) < 0) {
+        Py_DECREF(lock);
+        Py_DECREF(rq);
+        Py_DECREF(ctx);
+        return NULL;
+    }
+    /* S held. */
+    int flags = self->flags;
+    if (ack) {
+        flags &= ~F_INVOKING;
+    }
+    if ((flags & (F_INVOKING | F_DESTROYED | F_QUEUED)) || (nticks == 0 && (flags & F_PENDING)) ||
+        rt->closed != Py_False || rt->trace != Py_None || rt->wheel == NULL ||
+        !PyObject_TypeCheck(rt->wheel, &Wheel_Type) || rq->fifo == NULL || rq->bit == NULL) {
+        /* A refusal, a replacement or a traced runtime: nothing written yet. */
+        int released = state_lock_release(lock);
+        Py_DECREF(lock);
+        Py_DECREF(rq);
+        Py_DECREF(ctx);
+        if (released < 0) {
+            return NULL;
+        }
+        goto reference;
+    }
+    PyObject *replaced_ctx = self->ctx; /* released after S */
+    PyObject *dropped = NULL;           /* likewise */
+    PyObject *old_rq = self->rq;
+    self->rq = (PyObject *)rq;
+    Py_INCREF(rq);
+    if (nticks) {
+        /* A capture holding the very same values as the last one shares its
+         * object (see the reference): a pending timer costs no Context. */
+        PyObject *cached = rt->ctx_cache;
+        int same = 0;
+        if (cached != NULL && cached != Py_None) {
+            Py_ssize_t n1 = PyObject_Size(ctx), n2 = PyObject_Size(cached);
+            if (n1 < 0 || n2 < 0) {
+                goto error_locked;
+            }
+            if (n1 == 0 && n2 == 0) {
+                same = 1;
+            }
+            else if (n1 == n2) {
+                PyObject *r = PyObject_CallFunctionObjArgs(kg.same_values, ctx, cached, NULL);
+                if (r == NULL) {
+                    goto error_locked;
+                }
+                same = r == Py_True;
+                Py_DECREF(r);
+            }
+        }
+        if (same) {
+            dropped = ctx; /* the fresh copy goes; the cached one is used */
+            ctx = cached;
+            Py_INCREF(ctx);
+        }
+        else {
+            dropped = rt->ctx_cache; /* may be NULL */
+            Py_INCREF(ctx);
+            rt->ctx_cache = ctx;
+        }
+        self->ctx = ctx; /* takes our reference */
+        ctx = NULL;
+        WheelObject *wheel = (WheelObject *)rt->wheel;
+        long long deadline;
+        if (rt->clock == NULL || rt->clock == Py_None) {
+            deadline = wheel->now + nticks;
+        }
+        else {
+            PyObject *now_obj = PyObject_CallNoArgs(rt->clock);
+            if (now_obj == NULL) {
+                goto error_locked;
+            }
+            long long now = PyLong_AsLongLong(now_obj);
+            Py_DECREF(now_obj);
+            if (now == -1 && PyErr_Occurred()) {
+                goto error_locked;
+            }
+            deadline = now + nticks;
+            if (deadline <= wheel->now) {
+                deadline = wheel->now + 1;
+            }
+        }
+        if (wheel_arm(wheel, self, deadline) < 0) {
+            goto error_locked;
+        }
+        self->flags = (flags & ~F_EXPIRED) | F_PENDING | F_SHARED_CTX;
+        rq->armed += 1;
+        int overflow = 0;
+        long long wake = rt->timer_wake == NULL ? MAX_TICKS : PyLong_AsLongLongAndOverflow(rt->timer_wake, &overflow);
+        if (wake == -1 && PyErr_Occurred()) {
+            goto error_locked;
+        }
+        if (!overflow && deadline < wake) {
+            PyObject *deadline_obj = PyLong_FromLongLong(deadline);
+            if (deadline_obj == NULL) {
+                goto error_locked;
+            }
+            PyObject *stack[2] = {(PyObject *)rt, deadline_obj};
+            PyObject *r = PyObject_VectorcallMethod(kg.str_kick_timer, stack, 2, NULL);
+            Py_DECREF(deadline_obj);
+            if (r == NULL) {
+                goto error_locked;
+            }
+            Py_DECREF(r);
+        }
+    }
+    else {
+        /* Immediate: the softint/workqueue path.  The context is this
+         * scheduling's own copy, run as is by the dispatcher. */
+        self->ctx = ctx; /* takes our reference */
+        ctx = NULL;
+        self->flags = (flags & ~F_SHARED_CTX) | F_EXPIRED | F_INVOKING | F_QUEUED;
+        self->commits += 1;
+        PyObject *stack[2] = {rq->fifo, (PyObject *)self};
+        PyObject *r = Py_TYPE(rq->fifo) == (PyTypeObject *)kg.deque_type
+                          ? PyObject_Vectorcall(kg.deque_append, stack, 2, NULL)
+                          : PyObject_CallMethodOneArg(rq->fifo, kg.str_append, (PyObject *)self);
+        if (r == NULL) {
+            goto error_locked;
+        }
+        Py_DECREF(r);
+        rq->scheduled += 1;
+        Py_ssize_t depth = PyObject_Size(rq->fifo);
+        if (depth < 0) {
+            goto error_locked;
+        }
+        if (depth > rq->depth_hwm) {
+            rq->depth_hwm = depth;
+        }
+        if (rq_mark_ready(rq) < 0) {
+            goto error_locked;
+        }
+        if (rt->kick != NULL && rt->kick != Py_None) {
+            r = PyObject_CallOneArg(rt->kick, (PyObject *)rq);
+            if (r == NULL) {
+                goto error_locked;
+            }
+            Py_DECREF(r);
+        }
+    }
+    if (state_lock_release(lock) < 0) {
+        goto error;
+    }
+    Py_DECREF(lock);
+    Py_XDECREF(old_rq);
+    Py_XDECREF(replaced_ctx);
+    Py_XDECREF(dropped);
+    Py_DECREF(rq);
+    Py_RETURN_NONE;
+
+error_locked:
+    release_keeping_error(lock);
+error:
+    Py_DECREF(lock);
+    Py_XDECREF(old_rq);
+    Py_XDECREF(replaced_ctx);
+    Py_XDECREF(dropped);
+    Py_XDECREF(ctx);
+    Py_DECREF(rq);
+    return NULL;
+
+reference:
+    return call_reference(op, kg.str_schedule_py, args, nargs, kwnames);
+}
+
+PyObject *
+kcont_ack_method(PyObject *op, PyObject *unused)
+{
+    KContObject *self = (KContObject *)op;
+    WorkqueueObject *wq = (WorkqueueObject *)self->wq;
+    if (wq == NULL || !PyObject_TypeCheck(wq, &Workqueue_Type) || wq->rt == NULL ||
+        !PyObject_TypeCheck(wq->rt, &Runtime_Type) || ((RuntimeObject *)wq->rt)->lock == NULL) {
+        return PyObject_CallMethod(op, "_py_ack", NULL);
+    }
+    PyObject *lock = ((RuntimeObject *)wq->rt)->lock;
+    Py_INCREF(lock);
+    if (state_lock_acquire(lock) < 0) {
+        Py_DECREF(lock);
+        return NULL;
+    }
+    int flags = self->flags;
+    self->flags = flags & ~F_INVOKING;
+    int released = state_lock_release(lock);
+    Py_DECREF(lock);
+    if (released < 0) {
+        return NULL;
+    }
+    return PyBool_FromLong(flags & F_INVOKING);
+}
