@@ -58,7 +58,6 @@ from typing import TYPE_CHECKING, Any
 from .continuation import _ended_slow_locked, _same_values, begin_locked, end_locked
 from .instruments import watched_call
 from .layout import compiled_module
-from .runtime import _tls
 from .waiters import deliver, take_ready_locked, wake_all
 
 if TYPE_CHECKING:
@@ -199,7 +198,6 @@ if _ckcont is not None:
     # functions, and a traced or instrumented runtime to the reference.
     _ckcont._setup(
         {
-            "tls": _tls,
             "same_values": _same_values,
             "dispatch": dispatch,
             "ended_slow_locked": _ended_slow_locked,

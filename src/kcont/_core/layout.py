@@ -44,8 +44,12 @@ if os.environ.get("KCONT_PURE_PYTHON", "") not in ("", "0"):
 else:
     try:
         from . import _ckcont  # type: ignore[attr-defined,no-redef]
-    except ImportError as exc:  # not built (no compiler at install time), or built for another Python
+    except ImportError as exc:  # built for another Python, say
         FALLBACK_REASON = f"the compiled core is not available ({exc})"
+    else:
+        if getattr(_ckcont, "__file__", None) is None:  # only the folder of its C sources: not built
+            _ckcont = None
+            FALLBACK_REASON = "the compiled core is not built (no C compiler at install time)"
 IMPLEMENTATION = "python" if _ckcont is None else "compiled"
 COMPILED = _ckcont is not None
 

@@ -56,7 +56,7 @@ from . import ki
 from . import mutex as _mutex
 from .flags import DESTROYED, PENDING, QUEUED
 from .instruments import Hook, SlowReporter, Watch, hook_for, make_watch
-from .layout import CPUFields, RuntimeFields
+from .layout import CPUFields, RuntimeFields, compiled_module
 from .runqueue import COUNTERS
 from .stats import QueueTiming, RuntimeStats
 from .timerwheel import TimerWheel
@@ -86,12 +86,17 @@ _WQ_PRILOW = next(handle for handle in PREDEFINED if handle.name == "wq_prilow")
 ExceptionHandler = Callable[["Continuation[Any]", BaseException], None]
 
 
+_ckcont = compiled_module()
+
+
 class _ThreadState(threading.local):
     cpu: CPU | None = None  # the CPU this thread runs on (dispatch or bind_cpu)
     entered: list[RuntimeCore] | None = None  # runtimes entered with `with`
 
 
-_tls = _ThreadState()
+# The compiled core keeps the same two fields in the thread's own state (one
+# dict probe from C: Continuation.schedule reads the CPU on every call).
+_tls: _ThreadState = _ThreadState() if _ckcont is None else _ckcont.ThreadState()
 
 _registry_lock = threading.Lock()
 _entered: list[RuntimeCore] = []  # process-wide, most recent last

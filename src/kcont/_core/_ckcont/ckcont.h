@@ -161,7 +161,6 @@ typedef struct {
     PyObject *str_take_dropped;    /* "_take_dropped_locked" */
     PyObject *str_kick_timer;      /* "_kick_timer" */
     PyObject *str_start, *str_end, *str_raise, *str_schedule;
-    PyObject *tls;                 /* kcont._core.runtime._tls */
     PyObject *same_values;         /* continuation._same_values */
     PyObject *heappush;            /* heapq.heappush */
     PyObject *py_dispatch;         /* the reference dispatch function */
@@ -250,6 +249,10 @@ restore_exception(PyObject *exc)
     Py_INCREF(Py_TYPE(exc));
 #endif
 }
+
+/* module.c: a new reference to the calling thread's current CPU, or None. */
+PyObject *kcont_current_cpu(void);
+extern PyTypeObject ThreadState_Type;
 
 /* schedule.c */
 PyObject *kcont_schedule_method(PyObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames);

@@ -414,6 +414,80 @@ PyTypeObject Runtime_Type = {
     .tp_members = rt_members,
 };
 
+/* -- ThreadState ------------------------------------------------------------ */
+
+/* The calling thread's current CPU and entered runtimes (the reference's
+ * ``threading.local`` subclass, ``kcont._core.runtime._ThreadState``): kept in
+ * the thread's own state dict, which CPython clears when the thread ends, so
+ * a lookup costs one dict probe. */
+static PyObject *tls_key_cpu, *tls_key_entered;
+
+PyObject *
+kcont_current_cpu(void)
+{
+    PyObject *dict = PyThreadState_GetDict();
+    if (dict == NULL) {
+        return Py_NewRef(Py_None);
+    }
+    PyObject *value = PyDict_GetItemWithError(dict, tls_key_cpu);
+    if (value == NULL) {
+        return PyErr_Occurred() ? NULL : Py_NewRef(Py_None);
+    }
+    return Py_NewRef(value);
+}
+
+static PyObject *
+tls_get(PyObject *self, void *closure)
+{
+    PyObject *key = *(PyObject **)closure;
+    PyObject *dict = PyThreadState_GetDict();
+    if (dict == NULL) {
+        Py_RETURN_NONE;
+    }
+    PyObject *value = PyDict_GetItemWithError(dict, key);
+    if (value == NULL) {
+        if (PyErr_Occurred()) {
+            return NULL;
+        }
+        Py_RETURN_NONE;
+    }
+    return Py_NewRef(value);
+}
+
+static int
+tls_set(PyObject *self, PyObject *value, void *closure)
+{
+    PyObject *key = *(PyObject **)closure;
+    PyObject *dict = PyThreadState_GetDict();
+    if (dict == NULL) {
+        PyErr_SetString(PyExc_RuntimeError, "kcont: no thread state");
+        return -1;
+    }
+    if (value == NULL) {
+        if (PyDict_DelItem(dict, key) < 0 && PyErr_ExceptionMatches(PyExc_KeyError)) {
+            PyErr_Clear();
+        }
+        return PyErr_Occurred() ? -1 : 0;
+    }
+    return PyDict_SetItem(dict, key, value);
+}
+
+static PyGetSetDef tls_getset[] = {
+    {"cpu", tls_get, tls_set, "The CPU this thread runs on, or None.", &tls_key_cpu},
+    {"entered", tls_get, tls_set, "Runtimes this thread entered with `with`, or None.", &tls_key_entered},
+    {NULL},
+};
+
+PyTypeObject ThreadState_Type = {
+    PyVarObject_HEAD_INIT(NULL, 0)
+    .tp_name = "kcont._core._ckcont.ThreadState",
+    .tp_basicsize = sizeof(PyObject),
+    .tp_flags = Py_TPFLAGS_DEFAULT,
+    .tp_doc = "Per-thread state of kcont: the current CPU and the entered runtimes.",
+    .tp_new = PyType_GenericNew,
+    .tp_getset = tls_getset,
+};
+
 /* -- module ---------------------------------------------------------------- */
 
 /* _setup(hooks: dict[str, object]): the Python functions the fast paths
@@ -433,7 +507,6 @@ ckcont_setup(PyObject *module, PyObject *hooks)
             Py_XSETREF(kg.field, value);                                       \
         }                                                                      \
     } while (0)
-    HOOK(tls, "tls");
     HOOK(same_values, "same_values");
     HOOK(py_dispatch, "dispatch");
     HOOK(ended_slow, "ended_slow_locked");
@@ -484,7 +557,8 @@ PyInit__ckcont(void)
         intern(&kg.str_report_exception, "_report_exception") < 0 ||
         intern(&kg.str_take_dropped, "_take_dropped_locked") < 0 || intern(&kg.str_kick_timer, "_kick_timer") < 0 ||
         intern(&kg.str_start, "start") < 0 || intern(&kg.str_end, "end") < 0 || intern(&kg.str_raise, "raise") < 0 ||
-        intern(&kg.str_schedule, "schedule") < 0) {
+        intern(&kg.str_schedule, "schedule") < 0 || intern(&tls_key_cpu, "kcont._core.cpu") < 0 ||
+        intern(&tls_key_entered, "kcont._core.entered") < 0) {
         goto fail;
     }
     /* The state lock's type and methods, called directly on the hot paths. */
@@ -522,9 +596,10 @@ PyInit__ckcont(void)
     if (kg.deque_append == NULL || kg.deque_popleft == NULL || kg.heappush == NULL) {
         goto fail;
     }
-    PyTypeObject *types[] = {&KCont_Type, &RunQueue_Type, &CPU_Type, &Workqueue_Type, &Wheel_Type, &Runtime_Type};
+    PyTypeObject *types[] = {&KCont_Type,     &RunQueue_Type, &CPU_Type,         &Workqueue_Type,
+                             &Wheel_Type,     &Runtime_Type,  &ThreadState_Type};
     const char *names[] = {"ContinuationFields", "RunQueueFields", "CPUFields", "WorkqueueFields",
-                           "TimerWheelFields", "RuntimeFields"};
+                           "TimerWheelFields",   "RuntimeFields",  "ThreadState"};
     for (size_t i = 0; i < sizeof(types) / sizeof(types[0]); i++) {
         if (PyType_Ready(types[i]) < 0) {
             goto fail;

@@ -121,7 +121,7 @@ default_rq(WorkqueueObject *wq, RuntimeObject *rt)
     }
     Py_ssize_t index = 0;
     if (wq->percpu == Py_True) {
-        PyObject *here = PyObject_GetAttr(kg.tls, kg.str_cpu);
+        PyObject *here = kcont_current_cpu();
         if (here == NULL) {
             return NULL;
         }
