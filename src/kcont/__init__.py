@@ -90,10 +90,11 @@ from .threaded import Runtime
 
 __version__ = "0.1.0"
 
-#: Which core runs the hot paths in this process: ``"compiled"`` (the C
-#: extension built at install time) or ``"python"`` (the pure-Python core:
-#: no C compiler at install time, or ``KCONT_PURE_PYTHON=1`` set).
-#: ``kcont --version`` says which, and why the pure core runs.
+#: Which core runs the hot paths in this process, ``"compiled"`` (the C
+#: extension built at install time) or ``"python"`` (the pure-Python core,
+#: used when no C compiler was found at install time, or when the environment
+#: variable ``KCONT_PURE_PYTHON=1`` is set).  ``kcont --version`` says which,
+#: and why the pure core runs.
 implementation: str = _layout.IMPLEMENTATION
 
 __all__ = [
