@@ -1,4 +1,4 @@
-"""Shared fixtures.
+"""Shared fixtures, and the skipping of ``pure_core_only`` tests.
 
 ``rt`` is a simulated runtime (exact virtual time), entered as the current
 runtime for the duration of the test.  ``driver`` wraps a runtime behind the
@@ -20,6 +20,17 @@ import kcont
 # Stress tests and long explorations read their budget from the environment,
 # so CI can shorten them.
 STRESS_SECONDS = float(os.environ.get("KCONT_STRESS_SECONDS", "5"))
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """A test marked ``pure_core_only`` replaces functions of the pure core
+    that the compiled core does not call: it runs on the pure core only."""
+    if kcont.implementation != "compiled":
+        return
+    skip = pytest.mark.skip(reason="patches the pure core's internals")
+    for item in items:
+        if item.get_closest_marker("pure_core_only") is not None:
+            item.add_marker(skip)
 
 
 class Driver:

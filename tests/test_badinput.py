@@ -295,6 +295,12 @@ add(
 )
 add("__version__", "a version string", lambda e: kcont.__version__, Value(lambda v: isinstance(v, str) and v))
 add(
+    "implementation",
+    "which core runs",
+    lambda e: kcont.implementation,
+    Value(lambda v: v in ("compiled", "python")),
+)
+add(
     "capi",
     "the C-style layer, all of it re-exported",
     lambda e: capi,

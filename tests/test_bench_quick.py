@@ -13,7 +13,9 @@ from typing import Any
 
 import pytest
 
+import kcont
 from kcont import bench
+from kcont._cli import core_description
 from kcont.bench import cli as bench_cli
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -35,6 +37,8 @@ def test_quick_run_reports_every_benchmark(quick_results: tuple[dict[str, Any], 
     results, text = quick_results
     assert set(results) == {"schema", "interrupted", "meta", "groups", "comparisons"}
     assert results["schema"] == "kcont.bench/1" and results["interrupted"] is False
+    assert results["meta"]["implementation"] == kcont.implementation
+    assert text.startswith(f"kcont {kcont.__version__} benchmarks ({core_description()}): ")
     names = [g["name"] for g in results["groups"]]
     for name in bench.BENCHMARKS:
         assert name in names, name

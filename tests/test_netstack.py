@@ -20,6 +20,7 @@ from pathlib import Path
 import pytest
 
 import kcont
+from kcont._cli import core_description
 from kcont.netstack import Config, Report, open_sockets, run_pipeline, wire
 from kcont.netstack import cli as netstack_cli
 from kcont.netstack.stack import Stack
@@ -234,6 +235,8 @@ def test_demo_writes_json_for_scripts(tmp_path: Path, no_leaks: None) -> None:
     doc = json.loads(path.read_text())
     assert status == 0 and doc["ok"] is True
     assert doc["schema"] == "kcont.demo/1" and doc["interrupted"] is False
+    assert doc["implementation"] == kcont.implementation
+    assert out.getvalue().startswith(f"kcont demo ({core_description()}): ")
     (run,) = doc["runs"]
     assert run["impl"] == "kcont"
     for key in (

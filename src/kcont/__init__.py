@@ -12,11 +12,17 @@ The Pythonic API is the primary one; the seed's ``kcont_*`` names live in
 :mod:`kcont.capi` and are re-exported here.  :mod:`kcont.aio` (imported on
 its own, as it imports asyncio) awaits flushes, halts and idleness from
 asyncio.
+
+The hot paths (scheduling, the timer wheel, dispatch) run on a compiled core
+when ``pip install`` could build it with a C compiler, else on the pure-Python
+one; both behave the same.  :data:`implementation` says which runs, and the
+environment variable ``KCONT_PURE_PYTHON=1`` forces the pure one.
 """
 
 from __future__ import annotations
 
 from . import capi
+from ._core import layout as _layout
 from ._core.continuation import Continuation, check_func
 from ._core.instruments import Instrument
 from ._core.mutex import Mutex
@@ -84,6 +90,13 @@ from .threaded import Runtime
 
 __version__ = "0.1.0"
 
+#: Which core runs the hot paths in this process, ``"compiled"`` (the C
+#: extension built at install time) or ``"python"`` (the pure-Python core,
+#: used when no C compiler was found at install time, or when the environment
+#: variable ``KCONT_PURE_PYTHON=1`` is set).  ``kcont --version`` says which,
+#: and why the pure core runs.
+implementation: str = _layout.IMPLEMENTATION
+
 __all__ = [
     "CPU",
     "MAXPRI",
@@ -133,6 +146,7 @@ __all__ = [
     "check_func",
     "curcpu",
     "current_runtime",
+    "implementation",
     "kcont_ack",
     "kcont_active",
     "kcont_create",

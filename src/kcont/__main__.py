@@ -18,7 +18,7 @@ import importlib.metadata
 import sys
 from collections.abc import Callable, Sequence
 
-from ._cli import EXIT_INTERRUPTED
+from ._cli import EXIT_INTERRUPTED, core_description
 
 Command = Callable[[argparse.Namespace], int]
 
@@ -67,13 +67,31 @@ def version() -> str:
         return str(getattr(kcont, "__version__", "unknown"))
 
 
+class _PrintVersion(argparse.Action):
+    """``--version``: the version and which core runs, on one line (argparse's
+    own version action would wrap a long reason for the pure core)."""
+
+    def __init__(self, option_strings: Sequence[str], dest: str = argparse.SUPPRESS) -> None:
+        super().__init__(
+            option_strings,
+            dest,
+            nargs=0,
+            default=argparse.SUPPRESS,
+            help="print the version and which core runs",
+        )
+
+    def __call__(self, parser: argparse.ArgumentParser, *args: object) -> None:
+        print(f"kcont {version()} ({core_description()})")
+        parser.exit()
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="kcont",
         description="kcont: kernel continuations (callouts, softints and workqueues in one framework).",
         epilog="Exit status: 0 success, 1 a check failed, 2 bad options, 130 interrupted (Ctrl-C).",
     )
-    parser.add_argument("--version", action="version", version=f"kcont {version()}")
+    parser.add_argument("--version", action=_PrintVersion)
     sub = parser.add_subparsers(dest="command", metavar="command")
     sub.required = True
     for name, module_name, runner, help_text in COMMANDS:

@@ -7,6 +7,8 @@ What it owns
       status 2): :func:`int_in`, :func:`float_in`, :func:`int_list`,
       :func:`output_file`, :func:`plot_file`, and :func:`env_default` for
       defaults read from the environment;
+    * :func:`core_description`: which core runs (``kcont --version`` and the
+      headers of the reports);
     * the common options :func:`add_output_options` (``--json FILE``,
       ``--progress``, ``--quiet``) and what they mean: :func:`text_stream`,
       :func:`progress_wanted`, :func:`write_json`;
@@ -50,6 +52,7 @@ __all__ = [
     "MAX_NCPU",
     "StopRequest",
     "add_output_options",
+    "core_description",
     "env_default",
     "float_in",
     "int_in",
@@ -196,6 +199,17 @@ def env_default(
         return parse(text)
     except argparse.ArgumentTypeError as exc:
         parser.error(f"environment variable {variable}: {exc}")
+
+
+def core_description() -> str:
+    """Which core runs, for people: ``"compiled core"``, or ``"pure-Python
+    core: <why>"`` (no compiled core was built, or ``KCONT_PURE_PYTHON`` is
+    set)."""
+    from ._core import layout
+
+    if layout.COMPILED:
+        return "compiled core"
+    return f"pure-Python core: {layout.FALLBACK_REASON}"
 
 
 def add_output_options(parser: argparse.ArgumentParser, *, what: str) -> None:

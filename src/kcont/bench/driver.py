@@ -19,6 +19,7 @@ from typing import Any
 
 import kcont
 
+from .._cli import core_description
 from .competitors import _threaded_runtime_available, _uvloop
 from .create import bench_create
 from .cross import bench_cross
@@ -41,8 +42,9 @@ SCHEMA = "kcont.bench/1"  # the JSON document's format and version
 def _meta(cfg: Config) -> dict[str, Any]:
     return {
         "kcont": kcont.__version__,
+        "implementation": kcont.implementation,  # kcont's core: "compiled" or "python"
         "python": sys.version.split()[0],
-        "implementation": platform.python_implementation(),
+        "python_implementation": platform.python_implementation(),
         "platform": platform.platform(),
         "machine": platform.machine(),
         "cpus": os.cpu_count(),
@@ -74,7 +76,8 @@ def run(cfg: Config) -> dict[str, Any]:
     out = cfg.out
     meta = _meta(cfg)
     print(
-        f"kcont {meta['kcont']} benchmarks: Python {meta['python']} on {meta['platform']}, "
+        f"kcont {meta['kcont']} benchmarks ({core_description()}): "
+        f"Python {meta['python']} on {meta['platform']}, "
         f"{meta['cpus']} CPUs; GC on; {cfg.rounds} rounds{' (quick)' if cfg.quick else ''}; "
         "median of rounds, ratios = median of per-round ratios",
         file=out,

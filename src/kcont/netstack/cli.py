@@ -21,6 +21,7 @@ from .._cli import (
     MAX_NCPU,
     StopRequest,
     add_output_options,
+    core_description,
     float_in,
     int_in,
     progress_wanted,
@@ -197,7 +198,8 @@ def run(args: argparse.Namespace, out: TextIO | None = None) -> int:
     impls = ["kcont"] + (["asyncio"] if args.compare == "asyncio" else [])
     text = text_stream(args, out)
     print(
-        f"kcont demo: {config.flows} flows, {config.rate:,} pkt/s for {config.duration:g} s "
+        f"kcont demo ({core_description()}): "
+        f"{config.flows} flows, {config.rate:,} pkt/s for {config.duration:g} s "
         f"({config.packets:,} packets, malformed rate {config.malformed_rate:g}) on 127.0.0.1; "
         f"{config.cpus} CPUs, {config.rx_queues} RX queues, hz {config.hz}, idle {config.idle_ticks} ticks, "
         f"delayed ACK {config.delack_ticks} ticks; pipelines: {', '.join(impls)}",

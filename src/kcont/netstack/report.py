@@ -29,6 +29,8 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any, TextIO
 
+import kcont
+
 __all__ = ["Report", "Snapshot", "compare_table", "progress_line", "render", "write_json"]
 
 
@@ -283,10 +285,11 @@ SCHEMA = "kcont.demo/1"  # the JSON document's format and version
 
 
 def write_json(reports: Sequence[Report], path: str, out: TextIO, *, interrupted: bool = False) -> None:
-    """Write ``{"schema": ..., "runs": [...], "ok": bool, "interrupted": bool}``;
-    ``path`` ``-`` is ``out``."""
+    """Write ``{"schema": ..., "implementation": "compiled" or "python", "runs":
+    [...], "ok": bool, "interrupted": bool}``; ``path`` ``-`` is ``out``."""
     doc = {
         "schema": SCHEMA,
+        "implementation": kcont.implementation,
         "runs": [r.as_dict() for r in reports],
         "ok": all(r.ok for r in reports) and not interrupted,
         "interrupted": interrupted,
