@@ -844,7 +844,6 @@ class Continuation(ContinuationFields, Generic[A]):
         )
 
 
-
 if COMPILED:
     # The compiled core's schedule and ack (kcont._core._ckcont): the same
     # transitions for the common case, which hand every other case (a
@@ -852,8 +851,8 @@ if COMPILED:
     # to these reference methods before changing anything.
     Continuation._py_schedule = Continuation.schedule  # type: ignore[attr-defined]
     Continuation._py_ack = Continuation.ack  # type: ignore[attr-defined]
-    Continuation.schedule = ContinuationFields._c_schedule  # type: ignore[method-assign]
-    Continuation.ack = ContinuationFields._c_ack  # type: ignore[method-assign]
+    Continuation.schedule = ContinuationFields._c_schedule  # type: ignore[attr-defined,method-assign]
+    Continuation.ack = ContinuationFields._c_ack  # type: ignore[attr-defined,method-assign]
 
 # Code flags of functions whose call only creates an object (a coroutine, an
 # async generator, a generator) and runs none of their body.

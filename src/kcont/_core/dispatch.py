@@ -204,7 +204,6 @@ if _ckcont is not None:
             "take_ready_locked": take_ready_locked,
             "wake_all": wake_all,
             "deliver": deliver,
-            "watched_call": watched_call,
         }
     )
-    dispatch = _ckcont.dispatch  # noqa: F811
+    dispatch = _ckcont.dispatch

@@ -31,7 +31,7 @@ from __future__ import annotations
 
 import os
 from types import ModuleType
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 #: "compiled" or "python": which core this process runs.
 IMPLEMENTATION: str
@@ -158,12 +158,14 @@ PURE_FIELDS: dict[str, type] = {
 }
 
 if TYPE_CHECKING or _ckcont is None:
-    ContinuationFields: Any = _ContinuationFields
-    RunQueueFields: Any = _RunQueueFields
-    CPUFields: Any = _CPUFields
-    WorkqueueFields: Any = _WorkqueueFields
-    TimerWheelFields: Any = _TimerWheelFields
-    RuntimeFields: Any = _RuntimeFields
+    # (The type checker sees the pure classes: the compiled types have the
+    # same fields.)
+    ContinuationFields = _ContinuationFields
+    RunQueueFields = _RunQueueFields
+    CPUFields = _CPUFields
+    WorkqueueFields = _WorkqueueFields
+    TimerWheelFields = _TimerWheelFields
+    RuntimeFields = _RuntimeFields
 else:
     ContinuationFields = _ckcont.ContinuationFields
     RunQueueFields = _ckcont.RunQueueFields

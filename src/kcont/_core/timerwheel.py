@@ -253,5 +253,5 @@ if COMPILED:
     # what they do not handle (a stand-in entry, a huge deadline) to these.
     TimerWheel._py_arm = TimerWheel.arm  # type: ignore[attr-defined]
     TimerWheel._py_disarm = TimerWheel.disarm  # type: ignore[attr-defined]
-    TimerWheel.arm = TimerWheelFields._c_arm  # type: ignore[method-assign]
-    TimerWheel.disarm = TimerWheelFields._c_disarm  # type: ignore[method-assign]
+    TimerWheel.arm = TimerWheelFields._c_arm  # type: ignore[attr-defined,method-assign]
+    TimerWheel.disarm = TimerWheelFields._c_disarm  # type: ignore[attr-defined,method-assign]

@@ -168,7 +168,6 @@ typedef struct {
     PyObject *take_ready;          /* waiters.take_ready_locked */
     PyObject *wake_all;            /* waiters.wake_all */
     PyObject *deliver;             /* waiters.deliver */
-    PyObject *watched_call;        /* instruments.watched_call */
     PyObject *lock_type;           /* type(threading.Lock()) */
     PyObject *lock_acquire;        /* its acquire method descriptor */
     PyObject *lock_release;        /* its release method descriptor */

@@ -513,7 +513,6 @@ ckcont_setup(PyObject *module, PyObject *hooks)
     HOOK(take_ready, "take_ready_locked");
     HOOK(wake_all, "wake_all");
     HOOK(deliver, "deliver");
-    HOOK(watched_call, "watched_call");
 #undef HOOK
     kg.hooks_set = 1;
     Py_RETURN_NONE;
