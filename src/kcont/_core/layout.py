@@ -30,6 +30,7 @@ Locking
 from __future__ import annotations
 
 import os
+import threading
 from types import ModuleType
 from typing import TYPE_CHECKING
 
@@ -175,9 +176,18 @@ else:
     RuntimeFields = _ckcont.RuntimeFields
 
 
+def new_state_lock() -> threading.Lock:
+    """A runtime's state lock: a ``threading.Lock``, or on the compiled core
+    its ``StateLock`` (the same interface and behaviour, which the compiled
+    fast paths take without a Python call)."""
+    if _ckcont is None:
+        return threading.Lock()
+    return _ckcont.StateLock()  # type: ignore[no-any-return]
+
+
 def compiled_module() -> ModuleType | None:
     """The compiled core's module, or None when the pure core runs."""
     return _ckcont
 
 
-__all__ = ["COMPILED", "FALLBACK_REASON", "IMPLEMENTATION", "compiled_module"]
+__all__ = ["COMPILED", "FALLBACK_REASON", "IMPLEMENTATION", "compiled_module", "new_state_lock"]

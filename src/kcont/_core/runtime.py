@@ -56,7 +56,7 @@ from . import ki
 from . import mutex as _mutex
 from .flags import DESTROYED, PENDING, QUEUED
 from .instruments import Hook, SlowReporter, Watch, hook_for, make_watch
-from .layout import CPUFields, RuntimeFields, compiled_module
+from .layout import CPUFields, RuntimeFields, compiled_module, new_state_lock
 from .runqueue import COUNTERS
 from .stats import QueueTiming, RuntimeStats
 from .timerwheel import TimerWheel
@@ -145,7 +145,7 @@ class RuntimeCore(RuntimeFields):
             raise InvalidArgumentError(f"hz must be >= 1, not {hz}")
         self.name = name or f"{type(self).__name__.lower()}{next(_runtime_ids)}"
         self.hz = hz
-        self._lock = threading.Lock()
+        self._lock = new_state_lock()
         self._serial = next(_serials)  # fork takes state locks in this order
         self._forked = False  # copied into a child by os.fork(): refuses everything
         self.cpus: tuple[CPU, ...] = tuple(CPU(self, i) for i in range(ncpu))
@@ -264,7 +264,7 @@ class RuntimeCore(RuntimeFields):
         thread may have held it; a runtime that cannot sets ``_forked`` and
         a :class:`ForkedLock`."""
         if not consistent:
-            self._lock = threading.Lock()
+            self._lock = new_state_lock()
 
     # -- context manager and current runtime --------------------------------
 

@@ -124,17 +124,29 @@ typedef struct {
     PyObject *ctx_cache;        /* _ctx_cache */
     PyObject *wheel;            /* _wheel */
     PyObject *clock;            /* _clock */
-    PyObject *timer_wake;       /* _timer_wake */
-    PyObject *running;          /* _running */
-    PyObject *ended_waiters;    /* _ended_waiters */
+    long long timer_wake;       /* _timer_wake */
+    Py_ssize_t running;         /* _running */
+    Py_ssize_t ended_waiters;   /* _ended_waiters */
     PyObject *callback_waiters; /* _callback_waiters */
     PyObject *callbacks_ready;  /* _callbacks_ready */
     PyObject *halting;          /* _halting */
     PyObject *run_waiters;      /* _run_waiters */
-    PyObject *failed;           /* _failed */
+    Py_ssize_t failed;          /* _failed */
     PyObject *time_funcs;       /* _time_funcs */
     PyObject *dropped;          /* _dropped */
 } RuntimeObject;
+
+/* The state lock of a runtime on the compiled core (statelock.c). */
+typedef struct {
+    PyObject_HEAD
+    PyThread_type_lock lock;
+    int locked;
+    PyObject *weakreflist;
+} StateLockObject;
+
+extern PyTypeObject StateLock_Type;
+int statelock_acquire(StateLockObject *self, long long timeout_us);
+int statelock_release(StateLockObject *self);
 
 extern PyTypeObject KCont_Type;
 extern PyTypeObject RunQueue_Type;
@@ -184,6 +196,9 @@ static inline int
 state_lock_acquire(PyObject *lock)
 {
     PyObject *r;
+    if (Py_TYPE(lock) == &StateLock_Type) {
+        return statelock_acquire((StateLockObject *)lock, -1) < 0 ? -1 : 0;
+    }
     if (Py_TYPE(lock) == (PyTypeObject *)kg.lock_type) {
         r = PyObject_Vectorcall(kg.lock_acquire, &lock, 1, NULL);
     }
@@ -201,6 +216,9 @@ static inline int
 state_lock_release(PyObject *lock)
 {
     PyObject *r;
+    if (Py_TYPE(lock) == &StateLock_Type) {
+        return statelock_release((StateLockObject *)lock);
+    }
     if (Py_TYPE(lock) == (PyTypeObject *)kg.lock_type) {
         r = PyObject_Vectorcall(kg.lock_release, &lock, 1, NULL);
     }

@@ -172,25 +172,21 @@ lowest_bit(PyObject *mask, int *error)
     return n - 1;
 }
 
-static int
-add_to_field(PyObject **field, Py_ssize_t delta)
-{
-    Py_ssize_t value = PyLong_AsSsize_t(*field);
-    if (value == -1 && PyErr_Occurred()) {
-        return -1;
-    }
-    PyObject *updated = PyLong_FromSsize_t(value + delta);
-    if (updated == NULL) {
-        return -1;
-    }
-    Py_SETREF(*field, updated);
-    return 0;
-}
-
+/* A container field is non-empty (a dict or list, as the reference keeps;
+ * anything else by its truth, which for these never runs user code). */
 static int
 is_true(PyObject *value)
 {
-    return value != NULL && value != Py_None && value != Py_False && PyObject_IsTrue(value) == 1;
+    if (value == NULL || value == Py_None) {
+        return 0;
+    }
+    if (PyDict_CheckExact(value)) {
+        return PyDict_GET_SIZE(value) != 0;
+    }
+    if (PyList_CheckExact(value)) {
+        return PyList_GET_SIZE(value) != 0;
+    }
+    return PyObject_IsTrue(value) == 1;
 }
 
 PyObject *
@@ -260,19 +256,20 @@ kcont_dispatch(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
     Py_INCREF(lock);
     Py_INCREF(rt);
     int time_funcs = rt->time_funcs == Py_True;
-    PyObject *finished = PyList_New(0);
+    /* The continuation run last (returned), and the one before it, which is
+     * released only once S is: a continuation nobody else references dies
+     * with our reference, and the __del__ of its function, argument or
+     * context values (user code) must not run with S held. */
+    PyObject *last = NULL, *previous = NULL;
     PyObject *me = PyLong_FromUnsignedLong(PyThread_get_thread_ident());
     PyObject *error = NULL; /* the exception that ends the call, if any */
-    if (finished == NULL || me == NULL) {
-        Py_XDECREF(finished);
-        Py_XDECREF(me);
+    if (me == NULL) {
         Py_DECREF(lock);
         Py_DECREF(rt);
         Py_DECREF(bands);
         return NULL;
     }
     if (state_lock_acquire(lock) < 0) {
-        Py_DECREF(finished);
         Py_DECREF(me);
         Py_DECREF(lock);
         Py_DECREF(rt);
@@ -322,11 +319,8 @@ kcont_dispatch(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
             goto error_locked;
         }
         KContObject *kc = (KContObject *)taken;
-        if (PyList_Append(finished, taken) < 0) { /* kept until S is released for good */
-            Py_DECREF(taken);
-            goto error_locked;
-        }
-        Py_DECREF(taken); /* finished holds it */
+        previous = last; /* released below, with S released */
+        last = taken;
         limit -= 1;
         /* begin_locked: QUEUED -> RUNNING. */
         int flags = kc->flags;
@@ -348,10 +342,7 @@ kcont_dispatch(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
             }
             goto error_locked;
         }
-        if (add_to_field(&rt->running, 1) < 0) {
-            Py_DECREF(ctx);
-            goto error_locked;
-        }
+        rt->running += 1;
         PyObject *func = Py_NewRef(kc->func);
         PyObject *arg = Py_NewRef(kc->arg);
         RunQueueObject *rq = (RunQueueObject *)Py_NewRef(kc->rq);
@@ -363,6 +354,7 @@ kcont_dispatch(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
             error = take_exception();
             goto done_unlocked;
         }
+        Py_CLEAR(previous);
         /* func(arg, kc) in the context, no lock of ours held. */
         PyObject *failure = NULL;
         long long started = time_funcs ? perf_counter_ns() : 0;
@@ -399,12 +391,7 @@ kcont_dispatch(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
             error = take_exception();
             goto done_unlocked;
         }
-        if (add_to_field(&rt->running, -1) < 0) { /* before the end: an idle waiter it fires must see it */
-            Py_XDECREF(held);
-            Py_DECREF(rq);
-            Py_XDECREF(failure);
-            goto error_locked;
-        }
+        rt->running -= 1; /* before the end: an idle waiter it fires must see it */
         /* end_locked. */
         int ended = kc->flags & ~F_RUNNING;
         if (!(ended & F_QUEUED)) {
@@ -414,7 +401,7 @@ kcont_dispatch(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
         Py_XSETREF(kc->runner, Py_NewRef(Py_None));
         Py_XSETREF(kc->release, Py_NewRef(Py_None));
         int fired_waiters = 0;
-        if (is_true(rt->run_waiters) || is_true(rt->halting) || is_true(rt->ended_waiters) ||
+        if (is_true(rt->run_waiters) || is_true(rt->halting) || rt->ended_waiters != 0 ||
             (ended & F_DESTROYED)) {
             PyObject *flags_obj = PyLong_FromLong(ended);
             PyObject *r = flags_obj == NULL ? NULL
@@ -471,11 +458,7 @@ kcont_dispatch(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
         Py_XDECREF(held);
         if (failure != NULL) {
             rq->exceptions += 1;
-            if (add_to_field(&rt->failed, 1) < 0) {
-                Py_DECREF(rq);
-                Py_DECREF(failure);
-                goto error_locked;
-            }
+            rt->failed += 1;
         }
         Py_DECREF(rq);
         if (fired_waiters) {
@@ -558,12 +541,14 @@ finish_locked:;
         Py_XDECREF(dropped); /* dies with S released */
     }
 done_unlocked:;
+    Py_XDECREF(previous);
     PyObject *result = NULL;
     if (error == NULL) {
-        Py_ssize_t n = PyList_GET_SIZE(finished);
-        result = n ? Py_NewRef(PyList_GET_ITEM(finished, n - 1)) : Py_NewRef(Py_None);
+        result = last != NULL ? last : Py_NewRef(Py_None);
     }
-    Py_DECREF(finished);
+    else {
+        Py_XDECREF(last);
+    }
     Py_DECREF(me);
     Py_DECREF(lock);
     Py_DECREF(rt);

@@ -364,9 +364,8 @@ PyTypeObject Wheel_Type = {
 
 /* -- Runtime --------------------------------------------------------------- */
 
-#define RT_FIELDS(X) X(lock) X(closed) X(trace) X(kick) X(ctx_cache) X(wheel) X(clock) X(timer_wake) X(running) \
-    X(ended_waiters) X(callback_waiters) X(callbacks_ready) X(halting) X(run_waiters) X(failed) X(time_funcs) \
-    X(dropped)
+#define RT_FIELDS(X) X(lock) X(closed) X(trace) X(kick) X(ctx_cache) X(wheel) X(clock) X(callback_waiters) \
+    X(callbacks_ready) X(halting) X(run_waiters) X(time_funcs) X(dropped)
 
 static int
 rt_traverse(RuntimeObject *self, visitproc visit, void *arg)
@@ -398,6 +397,10 @@ static PyMemberDef rt_members[] = {
 #define M(f) OBJ(RuntimeObject, f, "_" #f),
     RT_FIELDS(M)
 #undef M
+    {"_timer_wake", T_LONGLONG, offsetof(RuntimeObject, timer_wake), 0, NULL},
+    SSIZE(RuntimeObject, running, "_running"),
+    SSIZE(RuntimeObject, ended_waiters, "_ended_waiters"),
+    SSIZE(RuntimeObject, failed, "_failed"),
     {NULL},
 };
 
@@ -596,9 +599,9 @@ PyInit__ckcont(void)
         goto fail;
     }
     PyTypeObject *types[] = {&KCont_Type,     &RunQueue_Type, &CPU_Type,         &Workqueue_Type,
-                             &Wheel_Type,     &Runtime_Type,  &ThreadState_Type};
+                             &Wheel_Type,     &Runtime_Type,  &ThreadState_Type, &StateLock_Type};
     const char *names[] = {"ContinuationFields", "RunQueueFields", "CPUFields", "WorkqueueFields",
-                           "TimerWheelFields",   "RuntimeFields",  "ThreadState"};
+                           "TimerWheelFields",   "RuntimeFields",  "ThreadState", "StateLock"};
     for (size_t i = 0; i < sizeof(types) / sizeof(types[0]); i++) {
         if (PyType_Ready(types[i]) < 0) {
             goto fail;

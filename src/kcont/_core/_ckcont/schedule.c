@@ -301,12 +301,7 @@ kcont_schedule_method(PyObject *op, PyObject *const *args, Py_ssize_t nargs, PyO
         }
         self->flags = (flags & ~F_EXPIRED) | F_PENDING | F_SHARED_CTX;
         rq->armed += 1;
-        int overflow = 0;
-        long long wake = rt->timer_wake == NULL ? MAX_TICKS : PyLong_AsLongLongAndOverflow(rt->timer_wake, &overflow);
-        if (wake == -1 && PyErr_Occurred()) {
-            goto error_locked;
-        }
-        if (!overflow && deadline < wake) {
+        if (deadline < rt->timer_wake) {
             PyObject *deadline_obj = PyLong_FromLongLong(deadline);
             if (deadline_obj == NULL) {
                 goto error_locked;
