@@ -22,6 +22,7 @@ from collections.abc import Callable
 from typing import Any
 
 from ._core.continuation import Continuation
+from ._core.layout import compiled_module
 from ._core.mutex import Mutex
 from ._core.runtime import CPU, current_runtime
 from ._core.workqueue import (
@@ -128,6 +129,15 @@ def kcont_schedule(kc: Continuation[Any], ci: CPU | None, nticks: int) -> int:
         return refused.errno
     return 0
 
+
+
+_ckcont = compiled_module()
+if _ckcont is not None:
+    # The compiled core's kcont_schedule: the same fast path as
+    # Continuation.schedule for an exact Continuation and ci None; everything
+    # else (a refusal's errno included) is this reference function's.
+    _ckcont._setup({"kcont_schedule": kcont_schedule})
+    kcont_schedule = _ckcont.kcont_schedule
 
 def kcont_destroy(kc: Continuation[Any]) -> None:
     """Halt ``kc`` and refuse every later schedule or change."""

@@ -55,13 +55,12 @@ from threading import get_ident
 from time import perf_counter_ns
 from typing import TYPE_CHECKING, Any
 
-from .continuation import _ended_slow_locked, _same_values, begin_locked, end_locked
+from .continuation import Continuation, _ended_slow_locked, _same_values, begin_locked, end_locked
 from .instruments import watched_call
 from .layout import compiled_module
 from .waiters import deliver, take_ready_locked, wake_all
 
 if TYPE_CHECKING:
-    from .continuation import Continuation
     from .runtime import CPU, RuntimeCore
 
 
@@ -204,6 +203,7 @@ if _ckcont is not None:
             "take_ready_locked": take_ready_locked,
             "wake_all": wake_all,
             "deliver": deliver,
+            "Continuation": Continuation,
         }
     )
     dispatch = _ckcont.dispatch

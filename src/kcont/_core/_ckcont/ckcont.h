@@ -180,6 +180,8 @@ typedef struct {
     PyObject *take_ready;          /* waiters.take_ready_locked */
     PyObject *wake_all;            /* waiters.wake_all */
     PyObject *deliver;             /* waiters.deliver */
+    PyObject *continuation_type;   /* kcont.Continuation */
+    PyObject *capi_schedule;       /* the reference kcont.capi.kcont_schedule */
     PyObject *lock_type;           /* type(threading.Lock()) */
     PyObject *lock_acquire;        /* its acquire method descriptor */
     PyObject *lock_release;        /* its release method descriptor */
@@ -274,6 +276,7 @@ extern PyTypeObject ThreadState_Type;
 /* schedule.c */
 PyObject *kcont_schedule_method(PyObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames);
 PyObject *kcont_ack_method(PyObject *self, PyObject *unused);
+PyObject *kcont_capi_schedule(PyObject *module, PyObject *const *args, Py_ssize_t nargs);
 
 /* wheel.c */
 int wheel_arm(WheelObject *wheel, KContObject *kc, long long deadline);

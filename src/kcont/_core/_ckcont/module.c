@@ -516,13 +516,19 @@ ckcont_setup(PyObject *module, PyObject *hooks)
     HOOK(take_ready, "take_ready_locked");
     HOOK(wake_all, "wake_all");
     HOOK(deliver, "deliver");
+    HOOK(continuation_type, "Continuation");
+    HOOK(capi_schedule, "kcont_schedule");
 #undef HOOK
-    kg.hooks_set = 1;
+    kg.hooks_set = kg.same_values != NULL && kg.py_dispatch != NULL && kg.ended_slow != NULL &&
+                   kg.take_ready != NULL && kg.wake_all != NULL && kg.deliver != NULL &&
+                   kg.continuation_type != NULL;
     Py_RETURN_NONE;
 }
 
 static PyMethodDef module_methods[] = {
     {"_setup", (PyCFunction)ckcont_setup, METH_O, "Receive the pure core's helpers (once, at import)."},
+    {"kcont_schedule", (PyCFunction)(void (*)(void))kcont_capi_schedule, METH_FASTCALL,
+     "kcont_schedule(kc, ci, nticks) -> errno: the compiled kcont.capi.kcont_schedule."},
     {"dispatch", (PyCFunction)(void (*)(void))kcont_dispatch, METH_FASTCALL,
      "dispatch(rt, cpu, bands, limit=1): the compiled dispatch function."},
     {NULL},

@@ -140,84 +140,39 @@ default_rq(WorkqueueObject *wq, RuntimeObject *rt)
     return (RunQueueObject *)PyTuple_GET_ITEM(rqs, index);
 }
 
-PyObject *
-kcont_schedule_method(PyObject *op, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames)
+/* The fast path: 1 done, 0 left to the reference (nothing written), -1
+ * with an exception set. */
+static int
+schedule_fast(KContObject *self, long long nticks, int ack)
 {
-    KContObject *self = (KContObject *)op;
-    PyObject *nticks_obj = NULL, *cpu = Py_None, *ack_obj = Py_False;
-    Py_ssize_t nkw = kwnames == NULL ? 0 : PyTuple_GET_SIZE(kwnames);
-
-    if (nargs > 2 || !kg.hooks_set) {
-        goto reference;
-    }
-    if (nargs >= 1) {
-        nticks_obj = args[0];
-    }
-    if (nargs >= 2) {
-        cpu = args[1];
-    }
-    for (Py_ssize_t i = 0; i < nkw; i++) {
-        PyObject *key = PyTuple_GET_ITEM(kwnames, i);
-        PyObject *value = args[nargs + i];
-        if (nargs < 1 && nticks_obj == NULL && name_is(key, "nticks")) {
-            nticks_obj = value;
-        }
-        else if (nargs < 2 && cpu == Py_None && name_is(key, "cpu")) {
-            cpu = value;
-        }
-        else if (name_is(key, "ack")) {
-            ack_obj = value;
-        }
-        else {
-            goto reference; /* unknown or repeated: the reference's TypeError */
-        }
-    }
-    if (cpu != Py_None || (ack_obj != Py_True && ack_obj != Py_False)) {
-        goto reference;
-    }
-    long long nticks = 0;
-    if (nticks_obj != NULL) {
-        if (!PyLong_CheckExact(nticks_obj)) {
-            goto reference;
-        }
-        int overflow = 0;
-        nticks = PyLong_AsLongLongAndOverflow(nticks_obj, &overflow);
-        if (overflow || nticks < 0 || nticks >= MAX_TICKS) {
-            if (nticks == -1 && PyErr_Occurred()) {
-                return NULL;
-            }
-            goto reference;
-        }
-    }
-    int ack = ack_obj == Py_True;
     WorkqueueObject *wq = (WorkqueueObject *)self->wq;
     if (wq == NULL || !PyObject_TypeCheck(wq, &Workqueue_Type) || wq->rt == NULL ||
         !PyObject_TypeCheck(wq->rt, &Runtime_Type)) {
-        goto reference;
+        return 0;
     }
     RuntimeObject *rt = (RuntimeObject *)wq->rt;
     RunQueueObject *rq = default_rq(wq, rt);
     if (rq == NULL) {
-        return NULL;
+        return -1;
     }
     Py_INCREF(rq); /* ours until the end */
     PyObject *ctx = PyContext_CopyCurrent();
     if (ctx == NULL) {
         Py_DECREF(rq);
-        return NULL;
+        return -1;
     }
     PyObject *lock = rt->lock;
     if (lock == NULL) {
         Py_DECREF(rq);
         Py_DECREF(ctx);
-        goto reference;
+        return 0;
     }
     Py_INCREF(lock);
     if (state_lock_acquire(lock) < 0) {
         Py_DECREF(lock);
         Py_DECREF(rq);
         Py_DECREF(ctx);
-        return NULL;
+        return -1;
     }
     /* S held. */
     int flags = self->flags;
@@ -233,9 +188,9 @@ kcont_schedule_method(PyObject *op, PyObject *const *args, Py_ssize_t nargs, PyO
         Py_DECREF(rq);
         Py_DECREF(ctx);
         if (released < 0) {
-            return NULL;
+            return -1;
         }
-        goto reference;
+        return 0;
     }
     PyObject *replaced_ctx = self->ctx; /* released after S */
     PyObject *dropped = NULL;           /* likewise */
@@ -357,7 +312,7 @@ kcont_schedule_method(PyObject *op, PyObject *const *args, Py_ssize_t nargs, PyO
     Py_XDECREF(replaced_ctx);
     Py_XDECREF(dropped);
     Py_DECREF(rq);
-    Py_RETURN_NONE;
+    return 1;
 
 error_locked:
     release_keeping_error(lock);
@@ -368,10 +323,97 @@ error:
     Py_XDECREF(dropped);
     Py_XDECREF(ctx);
     Py_DECREF(rq);
-    return NULL;
+    return -1;
 
+}
+
+PyObject *
+kcont_schedule_method(PyObject *op, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames)
+{
+    KContObject *self = (KContObject *)op;
+    PyObject *nticks_obj = NULL, *cpu = Py_None, *ack_obj = Py_False;
+    Py_ssize_t nkw = kwnames == NULL ? 0 : PyTuple_GET_SIZE(kwnames);
+
+    if (nargs > 2 || !kg.hooks_set) {
+        goto reference;
+    }
+    if (nargs >= 1) {
+        nticks_obj = args[0];
+    }
+    if (nargs >= 2) {
+        cpu = args[1];
+    }
+    for (Py_ssize_t i = 0; i < nkw; i++) {
+        PyObject *key = PyTuple_GET_ITEM(kwnames, i);
+        PyObject *value = args[nargs + i];
+        if (nargs < 1 && nticks_obj == NULL && name_is(key, "nticks")) {
+            nticks_obj = value;
+        }
+        else if (nargs < 2 && cpu == Py_None && name_is(key, "cpu")) {
+            cpu = value;
+        }
+        else if (name_is(key, "ack")) {
+            ack_obj = value;
+        }
+        else {
+            goto reference; /* unknown or repeated: the reference's TypeError */
+        }
+    }
+    if (cpu != Py_None || (ack_obj != Py_True && ack_obj != Py_False)) {
+        goto reference;
+    }
+    long long nticks = 0;
+    if (nticks_obj != NULL) {
+        if (!PyLong_CheckExact(nticks_obj)) {
+            goto reference;
+        }
+        int overflow = 0;
+        nticks = PyLong_AsLongLongAndOverflow(nticks_obj, &overflow);
+        if (overflow || nticks < 0 || nticks >= MAX_TICKS) {
+            if (nticks == -1 && PyErr_Occurred()) {
+                return NULL;
+            }
+            goto reference;
+        }
+    }
+    switch (schedule_fast(self, nticks, ack_obj == Py_True)) {
+    case 1:
+        Py_RETURN_NONE;
+    case 0:
+        break;
+    default:
+        return NULL;
+    }
 reference:
     return call_reference(op, kg.str_schedule_py, args, nargs, kwnames);
+}
+
+/* kcont.capi.kcont_schedule(kc, ci, nticks) -> errno: the fast path for an
+ * exact Continuation with ci None; everything else (a subclass, which may
+ * override schedule; a CPU; a refusal, whose errno the reference computes)
+ * goes to the reference function. */
+PyObject *
+kcont_capi_schedule(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs == 3 && kg.hooks_set && Py_TYPE(args[0]) == (PyTypeObject *)kg.continuation_type &&
+        args[1] == Py_None && PyLong_CheckExact(args[2])) {
+        int overflow = 0;
+        long long nticks = PyLong_AsLongLongAndOverflow(args[2], &overflow);
+        if (!overflow && nticks >= 0 && nticks < MAX_TICKS) {
+            switch (schedule_fast((KContObject *)args[0], nticks, 0)) {
+            case 1:
+                return PyLong_FromLong(0);
+            case 0:
+                break;
+            default:
+                return NULL;
+            }
+        }
+        else if (nticks == -1 && PyErr_Occurred()) {
+            return NULL;
+        }
+    }
+    return PyObject_Vectorcall(kg.capi_schedule, args, nargs, NULL);
 }
 
 PyObject *
