@@ -371,16 +371,19 @@ def _hold_state_lock_and_signal(
     rt: Any, main: int, hold: float, where: Callable[..., Any]
 ) -> threading.Thread:
     """Take the state lock, then send SIGINT to the main thread once it blocks
-    on that lock in ``where``, and release the lock ``hold`` seconds later."""
+    on that lock in ``where``, and release the lock ``hold`` seconds later.
+    A compiled ``where`` has no frame to wait for: the main thread is given
+    50 ms to reach the lock instead."""
     taken = threading.Event()
+    code = getattr(where, "__code__", None)
 
     def holder() -> None:
         with rt._lock:
             taken.set()
-            deadline = time.monotonic() + 5
+            deadline = time.monotonic() + (5 if code is not None else 0.05)
             while time.monotonic() < deadline:
                 frame = sys._current_frames().get(main)
-                if frame is not None and frame.f_code is where.__code__:
+                if frame is not None and frame.f_code is code:
                     break
                 time.sleep(0.001)
             time.sleep(0.01)  # inside the lock's acquire by now

@@ -130,7 +130,6 @@ def kcont_schedule(kc: Continuation[Any], ci: CPU | None, nticks: int) -> int:
     return 0
 
 
-
 _ckcont = compiled_module()
 if _ckcont is not None:
     # The compiled core's kcont_schedule: the same fast path as
@@ -138,6 +137,7 @@ if _ckcont is not None:
     # else (a refusal's errno included) is this reference function's.
     _ckcont._setup({"kcont_schedule": kcont_schedule})
     kcont_schedule = _ckcont.kcont_schedule
+
 
 def kcont_destroy(kc: Continuation[Any]) -> None:
     """Halt ``kc`` and refuse every later schedule or change."""

@@ -845,14 +845,16 @@ class Continuation(ContinuationFields, Generic[A]):
 
 
 if COMPILED:
-    # The compiled core's schedule and ack (kcont._core._ckcont): the same
+    # The compiled core's schedule, stop and ack (kcont._core._ckcont): the same
     # transitions for the common case, which hand every other case (a
     # refusal, a replacement, a cpu argument, a traced runtime, a wrong type)
     # to these reference methods before changing anything.
     Continuation._py_schedule = Continuation.schedule  # type: ignore[attr-defined]
     Continuation._py_ack = Continuation.ack  # type: ignore[attr-defined]
+    Continuation._py_stop = Continuation.stop  # type: ignore[attr-defined]
     Continuation.schedule = ContinuationFields._c_schedule  # type: ignore[attr-defined,method-assign]
     Continuation.ack = ContinuationFields._c_ack  # type: ignore[attr-defined,method-assign]
+    Continuation.stop = ContinuationFields._c_stop  # type: ignore[attr-defined,method-assign]
 
 # Code flags of functions whose call only creates an object (a coroutine, an
 # async generator, a generator) and runs none of their body.

@@ -18,6 +18,12 @@ What it owns
       a waiter's token), inside a protected function: an interrupt there is
       raised at once, and the protected caller takes its locks back and
       unregisters before the exception reaches the user.
+    * The compiled core's fast paths (``kcont._core._ckcont``) have no
+      Python frame: each counts itself in a per-thread depth while it runs
+      (but not while it calls user code), which the handler reads; an
+      interrupt arriving then (during a wait for the state lock, say) is
+      deferred to the next line of the frame that called the fast path, as
+      after a protected method of the pure core.
     * Anything else (user code, including a continuation's function run by
       the simulator on the main thread) gets the interrupt at once, as
       without kcont.
@@ -71,7 +77,14 @@ from collections.abc import Callable
 from types import CodeType, FrameType
 from typing import Any, NoReturn, TypeVar
 
+from .layout import compiled_module
+
 F = TypeVar("F", bound=Callable[..., Any])
+
+_ckcont = compiled_module()
+# The compiled core's probe: is the calling thread inside one of its critical
+# sections (which have no Python frame to mark)?
+_compiled_section: Callable[[], bool] | None = None if _ckcont is None else _ckcont._in_critical_section
 
 _protected: set[CodeType] = set()
 _interruptible: set[CodeType] = set()
@@ -223,7 +236,19 @@ def _handler(signum: int, frame: FrameType | None) -> None:
     target = _deferral_target(frame)
     if target is not None and _defer(target):
         return
+    if target is None and frame is not None and _in_compiled_section() and _defer(frame, caller=True):
+        # Inside a fast path of the compiled core (waiting for the state
+        # lock, say), which has no frame of its own: ``frame`` is its
+        # caller's, which gets the interrupt at its next line, as it would
+        # after a protected method of the pure core.
+        return
     _deliver()
+
+
+def _in_compiled_section() -> bool:
+    """True while the main thread runs a critical section of the compiled
+    core (never with the pure core)."""
+    return _compiled_section is not None and _compiled_section()
 
 
 def _deferral_target(frame: FrameType | None) -> FrameType | None:
@@ -241,12 +266,14 @@ def _deferral_target(frame: FrameType | None) -> FrameType | None:
     return target
 
 
-def _defer(target: FrameType) -> bool:
-    """Record the interrupt and arrange its delivery: when ``target`` returns,
-    or when the main thread calls user code or a wait's blocking part before
-    that (a trace function on the main thread, only while an interrupt is
-    deferred); with a tracer of the user's already active, by a signal sent
-    again shortly.  False if neither is possible (raise now)."""
+def _defer(target: FrameType, *, caller: bool = False) -> bool:
+    """Record the interrupt and arrange its delivery: when ``target`` returns
+    (with ``caller``: at ``target``'s next line, ``target`` being the caller
+    of a compiled critical section), or when the main thread calls user code
+    or a wait's blocking part before that (a trace function on the main
+    thread, only while an interrupt is deferred); with a tracer of the
+    user's already active, by a signal sent again shortly.  False if neither
+    is possible (raise now)."""
     _state.deferred = True
     traced = _state.traced
     if traced is not None:
@@ -257,8 +284,8 @@ def _defer(target: FrameType) -> bool:
             frame = frame.f_back
         _unwatch()  # left without its return being seen (a tracer of the user's replaced ours)
     if sys.gettrace() is None:
-        target.f_trace = _on_return
-        target.f_trace_lines = False
+        target.f_trace = _in_caller if caller else _on_return
+        target.f_trace_lines = caller
         _state.traced = target
         sys.settrace(_on_call)
         return True

@@ -46,6 +46,16 @@
 #include <Python.h>
 #include <structmember.h>
 
+/* The calling thread is inside a critical section of a fast path: the
+ * KeyboardInterrupt handler (kcont._core.ki) then defers an interrupt to the
+ * caller's next line.  Zero while a fast path calls user code. */
+#if defined(_MSC_VER)
+#define KCONT_TLS __declspec(thread)
+#else
+#define KCONT_TLS _Thread_local
+#endif
+extern KCONT_TLS int kcont_critical;
+
 /* Flags: the same values as kcont/_core/flags.py (checked at import). */
 #define F_PENDING 0x01
 #define F_EXPIRED 0x02
@@ -276,10 +286,12 @@ extern PyTypeObject ThreadState_Type;
 /* schedule.c */
 PyObject *kcont_schedule_method(PyObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames);
 PyObject *kcont_ack_method(PyObject *self, PyObject *unused);
+PyObject *kcont_stop_method(PyObject *self, PyObject *unused);
 PyObject *kcont_capi_schedule(PyObject *module, PyObject *const *args, Py_ssize_t nargs);
 
 /* wheel.c */
 int wheel_arm(WheelObject *wheel, KContObject *kc, long long deadline);
+int wheel_disarm(WheelObject *wheel, KContObject *kc);
 PyObject *wheel_arm_method(PyObject *self, PyObject *const *args, Py_ssize_t nargs);
 PyObject *wheel_disarm_method(PyObject *self, PyObject *const *args, Py_ssize_t nargs);
 

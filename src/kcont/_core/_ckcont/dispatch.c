@@ -269,7 +269,9 @@ kcont_dispatch(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
         Py_DECREF(bands);
         return NULL;
     }
+    kcont_critical++; /* but around the calls of user code below */
     if (state_lock_acquire(lock) < 0) {
+        kcont_critical--;
         Py_DECREF(me);
         Py_DECREF(lock);
         Py_DECREF(rt);
@@ -363,7 +365,9 @@ kcont_dispatch(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
         }
         else {
             PyObject *call_args[2] = {arg, (PyObject *)kc};
+            kcont_critical--;
             PyObject *result = PyObject_Vectorcall(func, call_args, 2, NULL);
+            kcont_critical++;
             if (result == NULL) {
                 failure = take_exception();
             }
@@ -475,7 +479,9 @@ kcont_dispatch(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
                 error = take_exception();
                 goto done_unlocked;
             }
+            kcont_critical--;
             PyObject *r = PyObject_CallOneArg(kg.wake_all, woken);
+            kcont_critical++;
             Py_DECREF(woken);
             PyObject *exc = r == NULL ? take_exception() : NULL;
             Py_XDECREF(r);
@@ -498,7 +504,9 @@ kcont_dispatch(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
                 goto done_unlocked;
             }
             PyObject *stack[3] = {(PyObject *)rt, (PyObject *)kc, failure};
+            kcont_critical--;
             PyObject *r = PyObject_VectorcallMethod(kg.str_report_exception, stack, 3, NULL);
+            kcont_critical++;
             Py_DECREF(failure);
             PyObject *exc = r == NULL ? take_exception() : NULL;
             Py_XDECREF(r);
@@ -541,6 +549,7 @@ finish_locked:;
         Py_XDECREF(dropped); /* dies with S released */
     }
 done_unlocked:;
+    kcont_critical--;
     Py_XDECREF(previous);
     PyObject *result = NULL;
     if (error == NULL) {

@@ -17,6 +17,13 @@
 #include "ckcont.h"
 
 KContGlobals kg;
+KCONT_TLS int kcont_critical = 0;
+
+static PyObject *
+in_critical_section(PyObject *module, PyObject *unused)
+{
+    return PyBool_FromLong(kcont_critical > 0);
+}
 
 #define OBJ(type, field, name) {name, T_OBJECT_EX, offsetof(type, field), 0, NULL}
 #define SSIZE(type, field, name) {name, T_PYSSIZET, offsetof(type, field), 0, NULL}
@@ -97,6 +104,8 @@ static PyMemberDef kcont_members[] = {
 static PyMethodDef kcont_methods[] = {
     {"_c_schedule", (PyCFunction)(void (*)(void))kcont_schedule_method, METH_FASTCALL | METH_KEYWORDS,
      "schedule(nticks=0, cpu=None, *, ack=False): the compiled fast path of Continuation.schedule."},
+    {"_c_stop", (PyCFunction)kcont_stop_method, METH_NOARGS,
+     "stop() -> bool: the compiled fast path of Continuation.stop."},
     {"_c_ack", (PyCFunction)kcont_ack_method, METH_NOARGS,
      "ack(): clear INVOKING and return its previous value (compiled)."},
     {NULL},
@@ -526,6 +535,8 @@ ckcont_setup(PyObject *module, PyObject *hooks)
 }
 
 static PyMethodDef module_methods[] = {
+    {"_in_critical_section", (PyCFunction)in_critical_section, METH_NOARGS,
+     "True while the calling thread runs a critical section of the compiled core."},
     {"_setup", (PyCFunction)ckcont_setup, METH_O, "Receive the pure core's helpers (once, at import)."},
     {"kcont_schedule", (PyCFunction)(void (*)(void))kcont_capi_schedule, METH_FASTCALL,
      "kcont_schedule(kc, ci, nticks) -> errno: the compiled kcont.capi.kcont_schedule."},

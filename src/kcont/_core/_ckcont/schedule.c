@@ -142,8 +142,19 @@ default_rq(WorkqueueObject *wq, RuntimeObject *rt)
 
 /* The fast path: 1 done, 0 left to the reference (nothing written), -1
  * with an exception set. */
+static int schedule_fast_locked_part(KContObject *self, long long nticks, int ack);
+
 static int
 schedule_fast(KContObject *self, long long nticks, int ack)
+{
+    kcont_critical++;
+    int r = schedule_fast_locked_part(self, nticks, ack);
+    kcont_critical--;
+    return r;
+}
+
+static int
+schedule_fast_locked_part(KContObject *self, long long nticks, int ack)
 {
     WorkqueueObject *wq = (WorkqueueObject *)self->wq;
     if (wq == NULL || !PyObject_TypeCheck(wq, &Workqueue_Type) || wq->rt == NULL ||
@@ -416,8 +427,78 @@ kcont_capi_schedule(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
     return PyObject_Vectorcall(kg.capi_schedule, args, nargs, NULL);
 }
 
+/* Continuation.stop for a continuation that is not QUEUED on a runtime that
+ * is not tracing (the reference's _stop_locked otherwise, from scratch). */
+static PyObject *kcont_stop_method_inner(PyObject *op);
+
+PyObject *
+kcont_stop_method(PyObject *op, PyObject *unused)
+{
+    kcont_critical++;
+    PyObject *r = kcont_stop_method_inner(op);
+    kcont_critical--;
+    return r;
+}
+
+static PyObject *
+kcont_stop_method_inner(PyObject *op)
+{
+    KContObject *self = (KContObject *)op;
+    WorkqueueObject *wq = (WorkqueueObject *)self->wq;
+    if (!kg.hooks_set || wq == NULL || !PyObject_TypeCheck(wq, &Workqueue_Type) || wq->rt == NULL ||
+        !PyObject_TypeCheck(wq->rt, &Runtime_Type) || ((RuntimeObject *)wq->rt)->lock == NULL) {
+        return PyObject_CallMethod(op, "_py_stop", NULL);
+    }
+    RuntimeObject *rt = (RuntimeObject *)wq->rt;
+    PyObject *lock = Py_NewRef(rt->lock);
+    if (state_lock_acquire(lock) < 0) {
+        Py_DECREF(lock);
+        return NULL;
+    }
+    int flags = self->flags;
+    if ((flags & F_QUEUED) || rt->trace != Py_None || self->rq == NULL ||
+        !PyObject_TypeCheck(self->rq, &RunQueue_Type) ||
+        ((flags & F_PENDING) && (rt->wheel == NULL || !PyObject_TypeCheck(rt->wheel, &Wheel_Type)))) {
+        int released = state_lock_release(lock);
+        Py_DECREF(lock);
+        if (released < 0) {
+            return NULL;
+        }
+        return PyObject_CallMethod(op, "_py_stop", NULL);
+    }
+    if (flags & F_PENDING) {
+        if (wheel_disarm((WheelObject *)rt->wheel, self) < 0) {
+            release_keeping_error(lock);
+            Py_DECREF(lock);
+            return NULL;
+        }
+        ((RunQueueObject *)self->rq)->stopped += 1;
+        self->flags = flags & ~(F_PENDING | F_EXPIRED);
+    }
+    else {
+        self->flags = flags & ~F_EXPIRED;
+    }
+    int released = state_lock_release(lock);
+    Py_DECREF(lock);
+    if (released < 0) {
+        return NULL;
+    }
+    return PyBool_FromLong(flags & F_EXPIRED);
+}
+
+static PyObject *kcont_ack_method_inner(PyObject *op);
+
 PyObject *
 kcont_ack_method(PyObject *op, PyObject *unused)
+{
+    kcont_critical++;
+    PyObject *r = kcont_ack_method_inner(op);
+    kcont_critical--;
+    return r;
+}
+
+static PyObject *
+kcont_ack_method_inner(PyObject *op)
 {
     KContObject *self = (KContObject *)op;
     WorkqueueObject *wq = (WorkqueueObject *)self->wq;

@@ -122,7 +122,7 @@ wheel_arm(WheelObject *wheel, KContObject *kc, long long deadline)
     return 0;
 }
 
-static int
+int
 wheel_disarm(WheelObject *wheel, KContObject *kc)
 {
     PyObject *bucket = kc->bucket;
