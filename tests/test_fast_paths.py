@@ -15,6 +15,7 @@ import pytest
 
 import kcont
 from kcont import Continuation, SimRuntime, capi
+from kcont._core.timerwheel import MAX_TICKS
 
 
 @pytest.fixture
@@ -38,15 +39,24 @@ def test_more_queues_in_a_band_than_bits_in_a_machine_word_keep_priority_order(s
     assert ran == sorted(ran, reverse=True)
 
 
-def test_ticks_beyond_the_fast_range_are_armed_by_the_reference(sim: SimRuntime) -> None:
+def test_ticks_up_to_the_wheel_range_are_armed_and_beyond_are_refused(sim: SimRuntime) -> None:
+    """Both cores take nticks below 2**61 (far beyond any real use: 73
+    million years at hz=1000) and refuse more with EINVAL, before changing
+    anything."""
     kc = Continuation(kcont.wq_softclock, lambda arg, kc: None)
-    huge = (1 << 62) + 5
-    kc.schedule(huge)
-    assert kc.pending and kc.deadline == sim.ticks + huge
-    kc.schedule(3)  # back into the fast range: a re-arm from a far epoch
+    sim.advance(5)
+    kc.schedule(MAX_TICKS - 1)
+    assert kc.pending and kc.deadline == sim.ticks + MAX_TICKS - 1
+    for huge in (MAX_TICKS, 1 << 63, 1 << 70):
+        with pytest.raises(kcont.InvalidArgumentError, match="below 2\\*\\*61"):
+            kc.schedule(huge)
+        assert capi.kcont_schedule(kc, None, huge) == capi.errno.EINVAL
+        assert kc.pending and kc.deadline == sim.ticks + MAX_TICKS - 1
+    kc.schedule(3)  # back from the farthest epoch
     assert kc.deadline == sim.ticks + 3
     sim.advance(3)
     assert not kc.pending and kc.expired
+    assert len(sim._wheel) == 0
 
 
 def test_a_subclass_overriding_schedule_is_called_by_kcont_schedule(sim: SimRuntime) -> None:

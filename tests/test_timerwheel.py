@@ -6,7 +6,7 @@ tick, schedule order)")."""
 from __future__ import annotations
 
 import random
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
@@ -15,7 +15,9 @@ from hypothesis import strategies as st
 from test_timers import Entry
 
 from kcont._core import timerwheel
-from kcont._core.timerwheel import _STALE_SLACK, NEAR_BITS, NEAR_MASK, NEAR_SIZE, TimerWheel
+from kcont._core.layout import compiled_module
+from kcont._core.timerwheel import _STALE_SLACK, NEAR_BITS, NEAR_MASK, NEAR_SIZE
+from kcont._core.timerwheel import PyTimerWheel as TimerWheel  # the reference, with stand-in entries
 
 HUGE = 10**13
 
@@ -67,8 +69,13 @@ def test_wheel_matches_sorted_list_model(start: int, slack: int, ops: list[tuple
         check_against_model(TimerWheel(now=start), ops)
 
 
-def check_against_model(wheel: TimerWheel, ops: list[tuple[str, int, int]]) -> None:
-    entries = [Entry(f"e{i}") for i in range(10)]
+def check_against_model(
+    wheel: Any,
+    ops: list[tuple[str, int, int]],
+    entry: Callable[[str], Any] = Entry,
+    structure: Callable[[Any, list[Any]], None] = check_structure,
+) -> None:
+    entries = [entry(f"e{i}") for i in range(10)]
     model: list[tuple[int, int, int]] = []  # (deadline, arm sequence, entry index), kept sorted
     seq = 0
 
@@ -95,7 +102,7 @@ def check_against_model(wheel: TimerWheel, ops: list[tuple[str, int, int]]) -> N
         elif op == "wake" and model:
             expire_to(wheel.next_deadline())
         assert len(wheel) == len(model)
-        check_structure(wheel, entries)
+        structure(wheel, entries)
         deadline = wheel.next_deadline()
         if not model:
             assert deadline is None
@@ -104,7 +111,48 @@ def check_against_model(wheel: TimerWheel, ops: list[tuple[str, int, int]]) -> N
         else:
             assert deadline == model[0][0] >> NEAR_BITS << NEAR_BITS
     expire_to(wheel.now + 2 * HUGE)
-    assert model == [] and len(wheel) == 0 and wheel.far == {} and wheel._epochs == []
+    assert model == [] and len(wheel) == 0
+    structure(wheel, entries)
+    if isinstance(wheel, TimerWheel):
+        assert wheel.far == {} and wheel._epochs == []
+
+
+_ckcont = compiled_module()
+
+
+def _compiled_entry(name: str) -> Any:
+    assert _ckcont is not None
+    entry = _ckcont.ContinuationFields()  # the compiled layout, nothing more
+    entry.name = name
+    return entry
+
+
+def _compiled_structure(wheel: Any, entries: list[Any]) -> None:
+    held = list(wheel)
+    assert len(held) == len(set(map(id, held))) == wheel.count == len(wheel)
+    for e in entries:
+        assert (e._bucket is not None) == any(e is kc for kc in held)
+
+
+@pytest.mark.skipif(_ckcont is None, reason="the compiled core is not in use")
+@settings(max_examples=300, deadline=None)
+@given(st.sampled_from([0, NEAR_MASK, 1500, HUGE]), operations)
+def test_compiled_wheel_matches_the_same_model(start: int, ops: list[tuple[str, int, int]]) -> None:
+    """The compiled wheel (intrusive lists) against the model the reference
+    passes: same expiries, same order, same next_deadline, same count."""
+    assert _ckcont is not None
+    check_against_model(_ckcont.TimerWheel(now=start), ops, _compiled_entry, _compiled_structure)
+
+
+@pytest.mark.skipif(_ckcont is None, reason="the compiled core is not in use")
+def test_compiled_wheel_refuses_stand_ins_and_out_of_range_deadlines() -> None:
+    assert _ckcont is not None
+    wheel = _ckcont.TimerWheel()
+    with pytest.raises(TypeError, match="holds continuations"):
+        wheel.arm(Entry("x"), 5)
+    with pytest.raises(OverflowError):
+        wheel.arm(_compiled_entry("y"), timerwheel.MAX_DEADLINE)
+    assert len(wheel) == 0
 
 
 def test_wheel_wake_loop_reaches_each_deadline_exactly() -> None:

@@ -118,6 +118,7 @@ from .ki import protected
 from .layout import COMPILED, ContinuationFields
 from .mutex import Mutex
 from .runtime import CPU, _tls, check_timeout, current_runtime, label_of
+from .timerwheel import MAX_TICKS
 from .waiters import fire_locked
 from .workqueue import PredefinedQueue, Workqueue
 
@@ -265,7 +266,8 @@ class Continuation(ContinuationFields, Generic[A]):
         Raises:
             BusyError: INVOKING is set (EBUSY); ``ack()`` it first.
             NoPerCPUQueueError: ``cpu`` given on a shared queue (ENOENT).
-            InvalidArgumentError: ``nticks < 0`` or ``cpu`` of another runtime.
+            InvalidArgumentError: ``nticks < 0``, ``nticks >= 2**61``, or
+                ``cpu`` of another runtime.
             DestroyedError: the continuation was destroyed.
             ShutdownError: the runtime is shut down.
         """
@@ -289,7 +291,7 @@ class Continuation(ContinuationFields, Generic[A]):
             if target.__class__ is int:
                 raise self._refusal(target, cpu, nticks)
             rq = target  # type: ignore[assignment]
-        if nticks < 0:
+        if nticks < 0 or nticks >= MAX_TICKS:
             raise self._refusal(R_NEGATIVE, cpu, nticks)
         ctx = copy_context()
         lock = rt._lock
@@ -405,6 +407,10 @@ class Continuation(ContinuationFields, Generic[A]):
         if code == R_NOPERCPU:
             return NoPerCPUQueueError(f"{self._wq!r} has no per-CPU queues; pass cpu=None")
         if code == R_NEGATIVE:
+            if nticks >= 0:
+                return InvalidArgumentError(
+                    f"nticks must be below 2**61 (the timer wheel's range), not {nticks}"
+                )
             return InvalidArgumentError(f"nticks must be >= 0, not {nticks}")
         if code == R_FOREIGN_CPU:
             return InvalidArgumentError(f"{cpu!r} belongs to another runtime than {self!r}")

@@ -179,6 +179,10 @@ def dispatch(rt: RuntimeCore, cpu: CPU, bands: Sequence[int], limit: int = 1) ->
                 try:
                     rt._report_exception(kc, failure)
                 finally:
+                    # The exception's traceback holds this frame: keeping it
+                    # would keep every continuation run here alive until the
+                    # garbage collector breaks the cycle.
+                    del failure
                     lock.acquire()
     finally:
         _dropped = rt._take_dropped_locked()  # dies after the release below

@@ -10,8 +10,9 @@ What it owns
     :data:`IMPLEMENTATION` says which (``kcont.implementation``).
 
     It also owns the field lists of the objects the compiled core lays out
-    in C: a continuation, a run queue, a CPU, a workqueue, the timer wheel
-    and the runtime's hot fields.  Each class of the core derives from the
+    in C: a continuation, a run queue, a CPU, a workqueue and the runtime's
+    hot fields.  (The timer wheel is replaced as a whole: see
+    :mod:`kcont._core.timerwheel`.)  Each class of the core derives from the
     matching ``*Fields`` base here, which is either a pure-Python class with
     exactly these ``__slots__`` or the compiled type exposing the same names,
     so that the pure code (every slow path) runs unchanged on both.
@@ -123,10 +124,6 @@ class _WorkqueueFields:
     )
 
 
-class _TimerWheelFields:
-    __slots__ = ("_epochs", "_stale_room", "count", "far", "near", "now")
-
-
 class _RuntimeFields:
     __slots__ = (
         "_callback_waiters",
@@ -154,7 +151,6 @@ PURE_FIELDS: dict[str, type] = {
     "RunQueueFields": _RunQueueFields,
     "CPUFields": _CPUFields,
     "WorkqueueFields": _WorkqueueFields,
-    "TimerWheelFields": _TimerWheelFields,
     "RuntimeFields": _RuntimeFields,
 }
 
@@ -165,14 +161,12 @@ if TYPE_CHECKING or _ckcont is None:
     RunQueueFields = _RunQueueFields
     CPUFields = _CPUFields
     WorkqueueFields = _WorkqueueFields
-    TimerWheelFields = _TimerWheelFields
     RuntimeFields = _RuntimeFields
 else:
     ContinuationFields = _ckcont.ContinuationFields
     RunQueueFields = _ckcont.RunQueueFields
     CPUFields = _ckcont.CPUFields
     WorkqueueFields = _ckcont.WorkqueueFields
-    TimerWheelFields = _ckcont.TimerWheelFields
     RuntimeFields = _ckcont.RuntimeFields
 
 

@@ -78,7 +78,7 @@ from itertools import compress, islice
 from typing import TYPE_CHECKING, Any
 
 from .ki import protected
-from .layout import COMPILED, TimerWheelFields
+from .layout import compiled_module
 
 if TYPE_CHECKING:
     from .continuation import Continuation
@@ -88,6 +88,11 @@ if TYPE_CHECKING:
 NEAR_BITS = 10
 NEAR_SIZE = 1 << NEAR_BITS
 NEAR_MASK = NEAR_SIZE - 1
+
+# Deadlines are below this (2**62 ticks: the compiled wheel's range); a
+# schedule asks for fewer than MAX_TICKS ticks (Continuation.schedule).
+MAX_DEADLINE = 1 << 62
+MAX_TICKS = 1 << 61
 
 # expire_until looks at each tick of a span shorter than this (the simulator
 # advances one tick at a time); a longer span is scanned for its next occupied
@@ -101,10 +106,10 @@ _STALE_SLACK = 64
 Bucket = dict["Continuation[Any]", None]
 
 
-class TimerWheel(TimerWheelFields):
+class TimerWheel:
     """Deadlines of pending continuations.  All methods need the runtime lock."""
 
-    __slots__ = ()  # the fields are in its base (kcont._core.layout)
+    __slots__ = ("_epochs", "_stale_room", "count", "far", "near", "now")
 
     def __init__(self, now: int = 0) -> None:
         self.near: list[Bucket] = [{} for _ in range(NEAR_SIZE)]
@@ -248,10 +253,12 @@ class TimerWheel(TimerWheelFields):
         return self.count
 
 
-if COMPILED:
-    # The compiled core's arm and disarm work on the same buckets; they hand
-    # what they do not handle (a stand-in entry, a huge deadline) to these.
-    TimerWheel._py_arm = TimerWheel.arm  # type: ignore[attr-defined]
-    TimerWheel._py_disarm = TimerWheel.disarm  # type: ignore[attr-defined]
-    TimerWheel.arm = TimerWheelFields._c_arm  # type: ignore[attr-defined,method-assign]
-    TimerWheel.disarm = TimerWheelFields._c_disarm  # type: ignore[attr-defined,method-assign]
+#: The pure-Python wheel, the reference, whichever core runs.
+PyTimerWheel = TimerWheel
+
+_ckcont = compiled_module()
+if _ckcont is not None:
+    # The compiled wheel: this algorithm and layout with intrusive lists as
+    # buckets (kcont/_core/_ckcont/cwheel.c).  It holds continuations only,
+    # with deadlines below MAX_DEADLINE.
+    TimerWheel = _ckcont.TimerWheel  # type: ignore[misc]

@@ -45,6 +45,7 @@
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
 #include <structmember.h>
+#include <stdint.h>
 
 /* The calling thread is inside a critical section of a fast path: the
  * KeyboardInterrupt handler (kcont._core.ki) then defers an interrupt to the
@@ -70,8 +71,10 @@ extern KCONT_TLS int kcont_critical;
 #define NEAR_SIZE (1 << NEAR_BITS)
 #define NEAR_MASK (NEAR_SIZE - 1)
 
+struct KList;
+
 /* A continuation (kcont.Continuation's fields). */
-typedef struct {
+typedef struct KContObject {
     PyObject_HEAD
     int flags;            /* _flags */
     Py_ssize_t commits;   /* _commits */
@@ -82,13 +85,20 @@ typedef struct {
     PyObject *arg;        /* _arg */
     PyObject *lock;       /* _lock: a kcont.Mutex or None */
     PyObject *rq;         /* _rq: a RunQueue */
-    PyObject *bucket;     /* _bucket: the wheel's dict holding it, or None */
+    struct KList *wlist;  /* the wheel's list holding it (PENDING), or NULL; ``_bucket`` */
+    struct KContObject *wprev, *wnext; /* its neighbours there */
     PyObject *fired;      /* _fired: int or None */
     PyObject *ctx;        /* _ctx: a contextvars.Context or None */
     PyObject *runner;     /* _runner: thread ident or None */
     PyObject *release;    /* _release: the Mutex to release after the call */
     PyObject *name;       /* name */
 } KContObject;
+
+/* An intrusive, doubly linked list of armed continuations, in arming order;
+ * each entry holds one reference to its continuation. */
+typedef struct KList {
+    KContObject *head, *tail;
+} KList;
 
 /* A run queue (kcont._core.runqueue.RunQueue's fields). */
 typedef struct {
@@ -113,16 +123,26 @@ typedef struct {
     PyObject *weakreflist;
 } WorkqueueObject;
 
-/* The timer wheel (kcont._core.timerwheel.TimerWheel's fields). */
+/* The timer wheel (cwheel.c): the layout of kcont._core.timerwheel's
+ * reference, with intrusive lists instead of dicts as buckets. */
 typedef struct {
     PyObject_HEAD
-    PyObject *near;       /* list of NEAR_SIZE dicts */
-    PyObject *far;        /* {epoch: dict} */
-    PyObject *epochs;     /* _epochs: heap of far's keys */
+    KList near[NEAR_SIZE];
+    uint64_t occupied[NEAR_SIZE / 64]; /* bit i: near[i] is not empty */
+    PyObject *far;        /* {epoch: FarBucket} */
+    PyObject *epochs;     /* heap (a list, heapq) of far's keys, with stale keys */
     Py_ssize_t stale_room;
     Py_ssize_t count;
     long long now;
 } WheelObject;
+
+/* A far bucket: the entries of one epoch after the wheel's current one. */
+typedef struct {
+    PyObject_HEAD
+    KList list;
+} FarBucketObject;
+
+extern PyTypeObject FarBucket_Type;
 
 /* The runtime's hot fields (kcont._core.runtime.RuntimeCore). */
 typedef struct {
@@ -168,9 +188,8 @@ extern PyTypeObject Runtime_Type;
 /* Module globals, set once at import (module.c). */
 typedef struct {
     PyObject *str_schedule_py;     /* "_py_schedule" */
-    PyObject *str_arm_py;          /* "_py_arm" */
-    PyObject *str_disarm_py;       /* "_py_disarm" */
-    PyObject *str_settle_epochs;   /* "_settle_epochs" */
+    PyObject *str_stop_py;         /* "_py_stop" */
+    PyObject *str_ack_py;          /* "_py_ack" */
     PyObject *str_cpu;             /* "cpu" */
     PyObject *str_acquire;         /* "acquire" */
     PyObject *str_release;         /* "release" */
@@ -185,6 +204,8 @@ typedef struct {
     PyObject *str_start, *str_end, *str_raise, *str_schedule;
     PyObject *same_values;         /* continuation._same_values */
     PyObject *heappush;            /* heapq.heappush */
+    PyObject *heappop;             /* heapq.heappop */
+    PyObject *heapify;             /* heapq.heapify */
     PyObject *py_dispatch;         /* the reference dispatch function */
     PyObject *ended_slow;          /* continuation._ended_slow_locked */
     PyObject *take_ready;          /* waiters.take_ready_locked */
@@ -285,15 +306,15 @@ extern PyTypeObject ThreadState_Type;
 
 /* schedule.c */
 PyObject *kcont_schedule_method(PyObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames);
-PyObject *kcont_ack_method(PyObject *self, PyObject *unused);
-PyObject *kcont_stop_method(PyObject *self, PyObject *unused);
+PyObject *kcont_ack_method(PyObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames);
+PyObject *kcont_stop_method(PyObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames);
 PyObject *kcont_capi_schedule(PyObject *module, PyObject *const *args, Py_ssize_t nargs);
 
-/* wheel.c */
+/* cwheel.c */
 int wheel_arm(WheelObject *wheel, KContObject *kc, long long deadline);
 int wheel_disarm(WheelObject *wheel, KContObject *kc);
-PyObject *wheel_arm_method(PyObject *self, PyObject *const *args, Py_ssize_t nargs);
-PyObject *wheel_disarm_method(PyObject *self, PyObject *const *args, Py_ssize_t nargs);
+/* The largest deadline the wheel holds (also the limit of nticks). */
+#define MAX_DEADLINE (1LL << 62)
 
 /* dispatch.c */
 PyObject *kcont_dispatch(PyObject *module, PyObject *const *args, Py_ssize_t nargs);

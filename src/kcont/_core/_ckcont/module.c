@@ -48,7 +48,6 @@ kcont_traverse(KContObject *self, visitproc visit, void *arg)
     Py_VISIT(self->arg);
     Py_VISIT(self->lock);
     Py_VISIT(self->rq);
-    Py_VISIT(self->bucket);
     Py_VISIT(self->fired);
     Py_VISIT(self->ctx);
     Py_VISIT(self->runner);
@@ -65,7 +64,6 @@ kcont_clear(KContObject *self)
     Py_CLEAR(self->arg);
     Py_CLEAR(self->lock);
     Py_CLEAR(self->rq);
-    Py_CLEAR(self->bucket);
     Py_CLEAR(self->fired);
     Py_CLEAR(self->ctx);
     Py_CLEAR(self->runner);
@@ -92,7 +90,6 @@ static PyMemberDef kcont_members[] = {
     OBJ(KContObject, arg, "_arg"),
     OBJ(KContObject, lock, "_lock"),
     OBJ(KContObject, rq, "_rq"),
-    OBJ(KContObject, bucket, "_bucket"),
     OBJ(KContObject, fired, "_fired"),
     OBJ(KContObject, ctx, "_ctx"),
     OBJ(KContObject, runner, "_runner"),
@@ -101,12 +98,36 @@ static PyMemberDef kcont_members[] = {
     {NULL},
 };
 
+/* ``_bucket``: the reference's wheel bucket; here True while armed in the
+ * compiled wheel, None otherwise (assigning None, as __init__ does, is a
+ * no-op). */
+static PyObject *
+kcont_get_bucket(KContObject *self, void *closure)
+{
+    return Py_NewRef(self->wlist != NULL ? Py_True : Py_None);
+}
+
+static int
+kcont_set_bucket(KContObject *self, PyObject *value, void *closure)
+{
+    if (value != Py_None) {
+        PyErr_SetString(PyExc_TypeError, "the compiled timer wheel owns _bucket");
+        return -1;
+    }
+    return 0;
+}
+
+static PyGetSetDef kcont_getset[] = {
+    {"_bucket", (getter)kcont_get_bucket, (setter)kcont_set_bucket, NULL, NULL},
+    {NULL},
+};
+
 static PyMethodDef kcont_methods[] = {
     {"_c_schedule", (PyCFunction)(void (*)(void))kcont_schedule_method, METH_FASTCALL | METH_KEYWORDS,
      "schedule(nticks=0, cpu=None, *, ack=False): the compiled fast path of Continuation.schedule."},
-    {"_c_stop", (PyCFunction)kcont_stop_method, METH_NOARGS,
+    {"_c_stop", (PyCFunction)(void (*)(void))kcont_stop_method, METH_FASTCALL | METH_KEYWORDS,
      "stop() -> bool: the compiled fast path of Continuation.stop."},
-    {"_c_ack", (PyCFunction)kcont_ack_method, METH_NOARGS,
+    {"_c_ack", (PyCFunction)(void (*)(void))kcont_ack_method, METH_FASTCALL | METH_KEYWORDS,
      "ack(): clear INVOKING and return its previous value (compiled)."},
     {NULL},
 };
@@ -123,6 +144,7 @@ PyTypeObject KCont_Type = {
     .tp_dealloc = (destructor)kcont_dealloc,
     .tp_members = kcont_members,
     .tp_methods = kcont_methods,
+    .tp_getset = kcont_getset,
 };
 
 /* -- RunQueue -------------------------------------------------------------- */
@@ -309,66 +331,6 @@ PyTypeObject Workqueue_Type = {
     .tp_dealloc = (destructor)wq_dealloc,
     .tp_members = wq_members,
     .tp_weaklistoffset = offsetof(WorkqueueObject, weakreflist),
-};
-
-/* -- TimerWheel ------------------------------------------------------------ */
-
-static int
-wheel_traverse(WheelObject *self, visitproc visit, void *arg)
-{
-    Py_VISIT(self->near);
-    Py_VISIT(self->far);
-    Py_VISIT(self->epochs);
-    return 0;
-}
-
-static int
-wheel_clear(WheelObject *self)
-{
-    Py_CLEAR(self->near);
-    Py_CLEAR(self->far);
-    Py_CLEAR(self->epochs);
-    return 0;
-}
-
-static void
-wheel_dealloc(WheelObject *self)
-{
-    PyObject_GC_UnTrack(self);
-    wheel_clear(self);
-    Py_TYPE(self)->tp_free((PyObject *)self);
-}
-
-static PyMemberDef wheel_members[] = {
-    OBJ(WheelObject, near, "near"),
-    OBJ(WheelObject, far, "far"),
-    OBJ(WheelObject, epochs, "_epochs"),
-    SSIZE(WheelObject, stale_room, "_stale_room"),
-    SSIZE(WheelObject, count, "count"),
-    {"now", T_LONGLONG, offsetof(WheelObject, now), 0, NULL},
-    {NULL},
-};
-
-static PyMethodDef wheel_methods[] = {
-    {"_c_arm", (PyCFunction)(void (*)(void))wheel_arm_method, METH_FASTCALL,
-     "arm(kc, deadline): arm or re-arm kc (compiled)."},
-    {"_c_disarm", (PyCFunction)(void (*)(void))wheel_disarm_method, METH_FASTCALL,
-     "disarm(kc): remove kc, which must be armed (compiled)."},
-    {NULL},
-};
-
-PyTypeObject Wheel_Type = {
-    PyVarObject_HEAD_INIT(NULL, 0)
-    .tp_name = "kcont._core._ckcont.TimerWheelFields",
-    .tp_basicsize = sizeof(WheelObject),
-    .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_BASETYPE | Py_TPFLAGS_HAVE_GC,
-    .tp_doc = "The compiled layout of the timer wheel's fields.",
-    .tp_new = PyType_GenericNew,
-    .tp_traverse = (traverseproc)wheel_traverse,
-    .tp_clear = (inquiry)wheel_clear,
-    .tp_dealloc = (destructor)wheel_dealloc,
-    .tp_members = wheel_members,
-    .tp_methods = wheel_methods,
 };
 
 /* -- Runtime --------------------------------------------------------------- */
@@ -567,9 +529,8 @@ PyInit__ckcont(void)
     if (module == NULL) {
         return NULL;
     }
-    if (intern(&kg.str_schedule_py, "_py_schedule") < 0 || intern(&kg.str_arm_py, "_py_arm") < 0 ||
-        intern(&kg.str_disarm_py, "_py_disarm") < 0 || intern(&kg.str_settle_epochs, "_settle_epochs") < 0 ||
-        intern(&kg.str_cpu, "cpu") < 0 || intern(&kg.str_acquire, "acquire") < 0 ||
+    if (intern(&kg.str_schedule_py, "_py_schedule") < 0 || intern(&kg.str_stop_py, "_py_stop") < 0 ||
+        intern(&kg.str_ack_py, "_py_ack") < 0 || intern(&kg.str_cpu, "cpu") < 0 || intern(&kg.str_acquire, "acquire") < 0 ||
         intern(&kg.str_release, "release") < 0 || intern(&kg.str_popleft, "popleft") < 0 ||
         intern(&kg.str_append, "append") < 0 || intern(&kg.str_try_acquire, "_try_acquire") < 0 ||
         intern(&kg.str_take_slow, "_take_slow_locked") < 0 || intern(&kg.str_record, "_record") < 0 ||
@@ -611,14 +572,17 @@ PyInit__ckcont(void)
         goto fail;
     }
     kg.heappush = PyObject_GetAttrString(heapq, "heappush");
+    kg.heappop = PyObject_GetAttrString(heapq, "heappop");
+    kg.heapify = PyObject_GetAttrString(heapq, "heapify");
     Py_DECREF(heapq);
-    if (kg.deque_append == NULL || kg.deque_popleft == NULL || kg.heappush == NULL) {
+    if (kg.deque_append == NULL || kg.deque_popleft == NULL || kg.heappush == NULL || kg.heappop == NULL ||
+        kg.heapify == NULL) {
         goto fail;
     }
     PyTypeObject *types[] = {&KCont_Type,     &RunQueue_Type, &CPU_Type,         &Workqueue_Type,
-                             &Wheel_Type,     &Runtime_Type,  &ThreadState_Type, &StateLock_Type};
+                             &Wheel_Type,     &Runtime_Type,  &ThreadState_Type, &StateLock_Type, &FarBucket_Type};
     const char *names[] = {"ContinuationFields", "RunQueueFields", "CPUFields", "WorkqueueFields",
-                           "TimerWheelFields",   "RuntimeFields",  "ThreadState", "StateLock"};
+                           "TimerWheel",   "RuntimeFields",  "ThreadState", "StateLock", "FarBucket"};
     for (size_t i = 0; i < sizeof(types) / sizeof(types[0]); i++) {
         if (PyType_Ready(types[i]) < 0) {
             goto fail;

@@ -16,7 +16,8 @@
  */
 #include "ckcont.h"
 
-#define MAX_TICKS (1LL << 62)
+/* The largest nticks + 1 (the reference refuses more, as InvalidArgumentError). */
+#define MAX_TICKS (1LL << 61)
 
 /* type(self)._py_<name>(self, *args, **kwargs) with the vectorcall arguments
  * received. */
@@ -432,8 +433,11 @@ kcont_capi_schedule(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
 static PyObject *kcont_stop_method_inner(PyObject *op);
 
 PyObject *
-kcont_stop_method(PyObject *op, PyObject *unused)
+kcont_stop_method(PyObject *op, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames)
 {
+    if (nargs || kwnames != NULL) { /* a wrong call: the reference's TypeError */
+        return call_reference(op, kg.str_stop_py, args, nargs, kwnames);
+    }
     kcont_critical++;
     PyObject *r = kcont_stop_method_inner(op);
     kcont_critical--;
@@ -447,7 +451,7 @@ kcont_stop_method_inner(PyObject *op)
     WorkqueueObject *wq = (WorkqueueObject *)self->wq;
     if (!kg.hooks_set || wq == NULL || !PyObject_TypeCheck(wq, &Workqueue_Type) || wq->rt == NULL ||
         !PyObject_TypeCheck(wq->rt, &Runtime_Type) || ((RuntimeObject *)wq->rt)->lock == NULL) {
-        return PyObject_CallMethod(op, "_py_stop", NULL);
+        return PyObject_CallMethodNoArgs(op, kg.str_stop_py);
     }
     RuntimeObject *rt = (RuntimeObject *)wq->rt;
     PyObject *lock = Py_NewRef(rt->lock);
@@ -464,7 +468,7 @@ kcont_stop_method_inner(PyObject *op)
         if (released < 0) {
             return NULL;
         }
-        return PyObject_CallMethod(op, "_py_stop", NULL);
+        return PyObject_CallMethodNoArgs(op, kg.str_stop_py);
     }
     if (flags & F_PENDING) {
         if (wheel_disarm((WheelObject *)rt->wheel, self) < 0) {
@@ -489,8 +493,11 @@ kcont_stop_method_inner(PyObject *op)
 static PyObject *kcont_ack_method_inner(PyObject *op);
 
 PyObject *
-kcont_ack_method(PyObject *op, PyObject *unused)
+kcont_ack_method(PyObject *op, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames)
 {
+    if (nargs || kwnames != NULL) { /* a wrong call: the reference's TypeError */
+        return call_reference(op, kg.str_ack_py, args, nargs, kwnames);
+    }
     kcont_critical++;
     PyObject *r = kcont_ack_method_inner(op);
     kcont_critical--;
@@ -504,7 +511,7 @@ kcont_ack_method_inner(PyObject *op)
     WorkqueueObject *wq = (WorkqueueObject *)self->wq;
     if (wq == NULL || !PyObject_TypeCheck(wq, &Workqueue_Type) || wq->rt == NULL ||
         !PyObject_TypeCheck(wq->rt, &Runtime_Type) || ((RuntimeObject *)wq->rt)->lock == NULL) {
-        return PyObject_CallMethod(op, "_py_ack", NULL);
+        return PyObject_CallMethodNoArgs(op, kg.str_ack_py);
     }
     PyObject *lock = ((RuntimeObject *)wq->rt)->lock;
     Py_INCREF(lock);
