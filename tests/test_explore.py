@@ -18,7 +18,6 @@ import kcont
 from kcont import explore, sim
 from kcont._core import continuation as core_continuation
 from kcont._core import runqueue as core_runqueue
-from kcont._core import timerwheel as core_timerwheel
 from kcont._core.flags import DESTROYED, EXPIRED, INVOKING, PENDING, QUEUED, RUNNING
 
 EXPLORE_SEEDS = int(os.environ.get("KCONT_EXPLORE_SEEDS", "200"))
@@ -120,12 +119,14 @@ def _plant_stop_lies_true(mp: pytest.MonkeyPatch) -> None:
 
 
 def _plant_timer_early(mp: pytest.MonkeyPatch) -> None:
-    original = core_timerwheel.TimerWheel.arm
+    # Planted where both cores pass (the compiled wheel is an immutable type):
+    # every timer is armed one tick short.
+    original = core_continuation.Continuation.schedule
 
-    def arm(self: Any, kc: Any, deadline: int) -> None:
-        original(self, kc, deadline - 1 if deadline - 1 > self.now else deadline)
+    def schedule(self: Any, nticks: int = 0, cpu: Any = None, *, ack: bool = False) -> None:
+        original(self, nticks - 1 if nticks > 1 else nticks, cpu, ack=ack)
 
-    mp.setattr(core_timerwheel.TimerWheel, "arm", arm)
+    mp.setattr(core_continuation.Continuation, "schedule", schedule)
 
 
 def _plant_lifo(mp: pytest.MonkeyPatch) -> None:
