@@ -298,3 +298,89 @@ def test_object_behaviour_agrees() -> None:
     ):
         assert needle in reference
     assert_same(reference, compiled)
+
+
+# -- differences found: each the smallest program showing one ---------------------
+
+
+def _run_code(pure: bool, code: str) -> str:
+    proc = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, env=_env(pure), timeout=120, check=False
+    )
+    return proc.stdout + (f"exit status {proc.returncode}\n{proc.stderr[-2000:]}" if proc.returncode else "")
+
+
+def _assert_code_agrees(code: str) -> None:
+    prelude = (
+        "import kcont\n"
+        "def show(label, call):\n"
+        "    try:\n"
+        "        result = call()\n"
+        "    except Exception as exc:\n"
+        "        result = f'{type(exc).__name__}: {exc}'\n"
+        "    print(label, result)\n"
+        "rt = kcont.SimRuntime(ncpu=2, hz=100)\n"
+        "rt.__enter__()\n"
+        "wq = rt.workqueue(kcont.PRI_SOFTNET)\n"
+        "kc = rt.continuation(wq, lambda a, k: None, name='k')\n"
+    )
+    reference, compiled = _run_code(True, prelude + code), _run_code(False, prelude + code)
+    assert_same(reference, compiled)
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="compiled schedule: a deadline beyond 64 bits raises OverflowError after arming "
+    "(the wheel counts an entry, the flags say IDLE) instead of arming as the reference does",
+)
+def test_a_deadline_beyond_64_bits_is_armed() -> None:
+    _assert_code_agrees(
+        "rt.advance(5)\n"
+        "show('schedule', lambda: kc.schedule((1 << 63) - 3))\n"
+        "show('state', lambda: (kc.flags, kc.deadline, len(rt._wheel)))\n"
+        "show('stop', kc.stop)\n"
+        "show('state', lambda: (kc.flags, kc.deadline, len(rt._wheel)))\n"
+        "show('again', lambda: (kc.schedule(0), kc.ack(), kc.schedule(4), kc.flags))\n"
+    )
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="compiled schedule: re-arming a PENDING continuation with a deadline beyond 64 bits "
+    "(kcont_schedule) raises OverflowError and leaves deadline -1",
+)
+def test_a_rearm_beyond_64_bits_is_armed() -> None:
+    _assert_code_agrees(
+        "kc.schedule(3)\n"
+        "show('capi', lambda: kcont.capi.kcont_schedule(kc, None, 1 << 64))\n"
+        "show('state', lambda: (kc.flags, kc.deadline, len(rt._wheel)))\n"
+    )
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="compiled ack: a wrong call names the C method "
+    "('ContinuationFields._c_ack() takes no arguments (1 given)'), the reference "
+    "'Continuation.ack() takes 1 positional argument but 2 were given'",
+)
+def test_wrong_calls_of_ack_report_alike() -> None:
+    _assert_code_agrees("show('ack(1)', lambda: kc.ack(1))\n")
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="pure core: the reference dispatch keeps the exception of a function in a local "
+    "(its traceback holds the dispatch frame: a cycle), so a dropped continuation whose "
+    "function raised stays bound until the garbage collector runs; the compiled core frees it",
+)
+def test_a_dropped_continuation_whose_function_raised_is_freed_at_once() -> None:
+    _assert_code_agrees(
+        "rt.exception_handler = lambda kc, exc: None\n"
+        "def fail(arg, kc):\n"
+        "    raise ValueError('x')\n"
+        "kc.set_func(fail, None)\n"
+        "kc.schedule(0)\n"
+        "rt.run_until_idle()\n"
+        "del kc\n"
+        "show('bound', lambda: rt.stats()['queues'][wq.name]['bound'])\n"
+    )
