@@ -78,25 +78,45 @@ def test_leak_check_detects_a_leak() -> None:
     assert "FAIL: traced memory grew" in proc.stdout
 
 
-@pytest.mark.timeout(900)
+@pytest.mark.timeout(1800)
 @pytest.mark.skipif(shutil.which("valgrind") is None, reason="valgrind is not installed")
 @pytest.mark.skipif(os.environ.get("KCONT_VALGRIND", "") != "1", reason="long: set KCONT_VALGRIND=1")
 def test_valgrind_memcheck_clean() -> None:
-    _leak_check(
-        "--cycles",
-        os.environ.get("KCONT_VALGRIND_CYCLES", "2000"),
-        "--no-tracemalloc",
-        prefix=[
+    """No definite leak, and no memcheck error in a stack through the
+    compiled core.  (CPython 3.11 itself reports a few uses of uninitialised
+    values while it starts, in int.from_bytes and the import machinery: not
+    ours, so the exit status of --error-exitcode is not used.)"""
+    proc = subprocess.run(
+        [
             "valgrind",
             "--tool=memcheck",
-            "--error-exitcode=1",
             "--errors-for-leak-kinds=definite",
             "--leak-check=full",
             "--show-leak-kinds=definite",
+            "--num-callers=40",
+            sys.executable,
+            str(SCRIPT),
+            "--cycles",
+            os.environ.get("KCONT_VALGRIND_CYCLES", "2000"),
+            "--no-tracemalloc",
+            "--max-rss-growth-kib=1000000",  # (valgrind's own heap: not a measure)
         ],
-        timeout=900,
-        PYTHONMALLOC="malloc",
+        capture_output=True,
+        text=True,
+        timeout=1800,
+        env={**os.environ, "PYTHONMALLOC": "malloc"},
+        check=False,
     )
+    report = proc.stderr
+    assert proc.returncode == 0, proc.stdout + report[-4000:]
+    assert "definitely lost: 0 bytes" in report or "no leaks are possible" in report, report[-4000:]
+    ours = [
+        line
+        for line in report.splitlines()
+        if "_ckcont" in line
+        or any(f"({name}.c:" in line for name in ("schedule", "dispatch", "wheel", "module"))
+    ]
+    assert not ours, "memcheck errors through the compiled core:\n" + report[-8000:]
 
 
 # -- __del__ of user objects never runs under the state lock ---------------------
