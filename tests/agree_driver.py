@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import contextvars
 import copy
+import functools
 import gc
 import hashlib
 import json
@@ -515,6 +516,60 @@ def main_objects() -> None:
         print(clean(entry))
 
 
+def main_objects_more() -> None:
+    """Subclasses overriding schedule or adding a weak reference slot,
+    exceptions that are not Exceptions, re-entry, other callables."""
+    rt = kcont.SimRuntime(ncpu=2, hz=100, name="more")
+    log: list[str] = []
+    rt.exception_handler = lambda kc, exc: log.append(f"handler {type(exc).__name__}")
+    with rt:
+        wq = rt.workqueue(kcont.PRI_SOFTNET)
+
+        class Weak(kcont.Continuation[Any]):
+            __slots__ = ("__weakref__",)
+
+        attempt("weak slot", lambda: type(weakref.ref(Weak(wq, lambda a, k: None, name="w"))).__name__)
+
+        class Logged(kcont.Continuation[Any]):
+            def schedule(self, nticks: int = 0, cpu: Any = None, *, ack: bool = False) -> None:
+                log.append(f"Logged.schedule {nticks}")
+                super().schedule(nticks, cpu, ack=ack)
+
+        s = Logged(wq, lambda a, k: log.append(f"ran {a}"), 1, name="s")
+        attempt(
+            "overridden schedule",
+            lambda: (s.schedule(0), rt.run_until_idle(), s.ack(), s.schedule(2), rt.advance(2), list(log))[
+                -1
+            ],
+        )
+        for exc_type in (KeyboardInterrupt, SystemExit, GeneratorExit, StopIteration, MemoryError):
+
+            def raiser(a: Any, k: Any, exc_type: Any = exc_type) -> None:
+                raise exc_type("x")
+
+            kc = rt.continuation(wq, raiser, name=exc_type.__name__)
+            kc.schedule(0)
+            try:
+                result: Any = (rt.run_until_idle(), kc.flags, log[-1:])
+            except BaseException as exc:  # compared, whatever it is
+                result = outcome(exc)
+            print(f"{exc_type.__name__}: {result}")
+            attempt(f"{exc_type.__name__} after", lambda kc=kc: (kc.flags, rt.run_until_idle(), kc.flags))
+
+        def reenter(a: Any, k: Any) -> None:
+            attempt("step inside", rt.step)
+            attempt("idle inside", rt.run_until_idle)
+
+        rt.continuation(wq, reenter, name="re").schedule(0)
+        rt.continuation(wq, lambda a, k: log.append("other ran"), name="o").schedule(0)
+        attempt("reenter", lambda: (rt.run_until_idle(), log[-2:]))
+        partial = rt.continuation(wq, functools.partial(lambda x, a, k: log.append(f"partial {x} {a}"), 7), 3)
+        attempt("partial", lambda: (partial.schedule(0), rt.run_until_idle(), log[-1], repr(partial)))
+        builtin = rt.continuation(wq, print, "builtin func", name="b")
+        attempt("builtin", lambda: (builtin.schedule(0), rt.run_until_idle(), builtin.flags))
+        attempt("stats", lambda: stats_line(rt, bound=False))
+
+
 class _Index:
     def __index__(self) -> int:
         return 2
@@ -534,6 +589,7 @@ if __name__ == "__main__":
         main_ops()
     elif command == "objects":
         main_objects()
+        main_objects_more()
     elif command == "implementation":
         print(kcont.implementation)
     else:
