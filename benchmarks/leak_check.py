@@ -10,9 +10,14 @@ beyond a small bound after the warm-up (the first checkpoint).
 
     python benchmarks/leak_check.py --cycles 1000000
     KCONT_PURE_PYTHON=1 python benchmarks/leak_check.py --cycles 200000
-    PYTHONMALLOC=malloc valgrind --tool=memcheck --error-exitcode=1 \\
-        --errors-for-leak-kinds=definite --leak-check=full \\
-        python benchmarks/leak_check.py --cycles 2000 --no-tracemalloc
+    PYTHONMALLOC=malloc valgrind --tool=memcheck --errors-for-leak-kinds=definite \\
+        --leak-check=full python benchmarks/leak_check.py --cycles 2000 \\
+        --no-tracemalloc --max-rss-growth-kib=1000000
+
+Under valgrind the RSS bound means nothing (hence the last option), and
+CPython 3.11 itself reports a few uses of uninitialised values while it
+starts (int.from_bytes, the import machinery), so ``--error-exitcode=1``
+fails on any interpreter: read the report (tests/test_memory.py does).
 """
 
 from __future__ import annotations
