@@ -11,21 +11,22 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import sys
 
 
 def main() -> int:
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's: it then closes our input
     # The protocol keeps the real standard output; anything else printed goes nowhere.
     channel = os.fdopen(os.dup(sys.stdout.fileno()), "w", buffering=1)
     devnull = open(os.devnull, "w")  # noqa: SIM115 - open for the whole process
     os.dup2(devnull.fileno(), sys.stdout.fileno())
 
-    from .._cli import core_description
-    from .cores import PartnerSide, config_from_json, ignore_ctrl_c
-    from .driver import run_groups, run_meta
-
-    ignore_ctrl_c()
     import kcont
+
+    from .._cli import core_description
+    from .cores import PartnerSide, config_from_json
+    from .driver import run_groups, run_meta
 
     side = PartnerSide(channel, sys.stdin)
     cfg = config_from_json(sys.stdin.readline())

@@ -28,7 +28,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-import signal
 import subprocess
 import sys
 import tempfile
@@ -195,8 +194,3 @@ class PartnerSide:
             raise SystemExit(0)  # the parent is gone or stopped: end quietly
         yield
         self.send("done")
-
-
-def ignore_ctrl_c() -> None:
-    """The partner leaves Ctrl-C to the parent, which then closes its input."""
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
