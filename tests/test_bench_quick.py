@@ -97,6 +97,20 @@ def test_without_the_other_core_the_run_says_so(monkeypatch: pytest.MonkeyPatch)
     assert "ns/op pure" not in text and "bytes compiled" not in text
 
 
+def test_a_failing_partner_leaves_this_core_alone(monkeypatch: pytest.MonkeyPatch) -> None:
+    """When the other core's process fails, the run says why and goes on with
+    its own core."""
+    monkeypatch.setattr(cores.Partner, "worker_module", "kcont.bench.no_such_module")
+    out = io.StringIO()
+    parser = argparse.ArgumentParser()
+    bench.add_arguments(parser)
+    args = parser.parse_args(["--quick", "--only", "memory"])
+    assert bench.run_from_args(args, out) == 0
+    text = out.getvalue()
+    assert "the other core's process ended (" in text and "No module named" in text
+    assert "== Memory per pending timer" in text and "bytes compiled" not in text
+
+
 def test_rows_carry_medians_and_ratios(quick_results: tuple[dict[str, Any], str]) -> None:
     """ns/op rows have a median and per-round values; kcont rows have ratios to
     their floor and competitor."""

@@ -15,12 +15,14 @@ The turn
     description (``result``).  Setup and teardown run outside turns.
 
 Failure
-    If the partner ends, says ``error`` or writes anything else, the parent
-    goes on with its own core alone and says why; the partner ignores
-    Ctrl-C and ends when its standard input closes.
+    If the partner ends, says ``error``, writes anything else or stays
+    silent for :data:`ANSWER_TIMEOUT` seconds, the parent stops it and goes
+    on with its own core alone, and says why; the partner ignores Ctrl-C and
+    ends when its standard input closes.
 
-Locking: none; the parent talks to its partner from its measuring thread
-only, and the partner from its main thread only.
+Locking: the parent writes to its partner from its measuring thread only; a
+reader thread hands the partner's lines over a ``queue.SimpleQueue`` (no
+other shared state).  The partner talks from its main thread only.
 """
 
 from __future__ import annotations
@@ -28,9 +30,11 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import queue
 import subprocess
 import sys
 import tempfile
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import IO, Any
@@ -40,6 +44,9 @@ import kcont
 from .harness import Config, Group
 
 WORKER_MODULE = "kcont.bench._worker"
+# The longest the partner may take between two lines: its slowest stretch is
+# setting up and running a round at a million timers on the pure core.
+ANSWER_TIMEOUT = 900.0
 # Config fields that are not sent to the partner (streams, events, hooks).
 _LOCAL_FIELDS = frozenset({"out", "stop", "turn", "progress", "other_core"})
 
@@ -69,6 +76,8 @@ def other_core_env() -> dict[str, str]:
 class Partner:
     """The process running the other core, seen from the parent."""
 
+    worker_module = WORKER_MODULE
+
     def __init__(self, cfg: Config) -> None:
         self.problem = ""  # why the partner stopped taking part ("" while it does)
         self.implementation = ""
@@ -76,7 +85,7 @@ class Partner:
         self._turns = 0
         self._stderr = tempfile.TemporaryFile(mode="w+")  # noqa: SIM115 - closed by close()
         self._proc = subprocess.Popen(
-            [sys.executable, "-m", WORKER_MODULE],
+            [sys.executable, "-m", self.worker_module],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             stderr=self._stderr,
@@ -84,6 +93,9 @@ class Partner:
             text=True,
             bufsize=1,
         )
+        self._lines: queue.SimpleQueue[str] = queue.SimpleQueue()
+        self._reader = threading.Thread(target=self._read, name="kcont-bench-partner-reader", daemon=True)
+        self._reader.start()
         self._send(config_to_json(cfg))
         hello = self._expect("hello")
         if hello is not None:
@@ -92,6 +104,12 @@ class Partner:
             self.description = info["description"]
             if self.implementation == kcont.implementation:
                 self.stop(f"the other core is not available ({self.description})")
+
+    def _read(self) -> None:
+        assert self._proc.stdout is not None
+        for line in self._proc.stdout:
+            self._lines.put(line)
+        self._lines.put("")  # the end of its output
 
     @property
     def alive(self) -> bool:
@@ -110,15 +128,21 @@ class Partner:
         None (and the partner stopped) otherwise."""
         if not self.alive:
             return None
-        assert self._proc.stdout is not None
-        line = self._proc.stdout.readline()
+        try:
+            line = self._lines.get(timeout=ANSWER_TIMEOUT)
+        except queue.Empty:
+            self.stop(f"the other core's process did not answer in {ANSWER_TIMEOUT:.0f} s")
+            return None
         word, _, payload = line.rstrip("\n").partition(" ")
         if word == kind:
             return payload
         if word == "error":
             self.stop(f"the other core's run failed: {payload}")
-        else:
+        elif not line:
+            self._proc.wait()  # its output ended: so did it (or it is about to)
             self.stop(f"the other core's process ended{self._stderr_tail()}")
+        else:
+            self.stop(f"the other core's process said {word[:20]!r} where {kind!r} was due")
         return None
 
     def _stderr_tail(self) -> str:
@@ -166,11 +190,12 @@ class Partner:
             except OSError:
                 pass
             try:
-                self._proc.wait(10)
+                self._proc.wait(0 if self.problem else 10)
             except subprocess.TimeoutExpired:
                 self._proc.kill()
                 self._proc.wait()
-        if self._proc.stdout is not None:
+        self._reader.join(10)
+        if self._proc.stdout is not None and not self._reader.is_alive():
             self._proc.stdout.close()
         if not self._stderr.closed:
             self._stderr.close()
