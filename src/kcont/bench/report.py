@@ -381,18 +381,25 @@ def write_plot(groups: list[Group], path: str) -> str | None:
     if not series:
         return "no timer results to plot"
     fig, ax = plt.subplots(figsize=(11, 6))
-    cmap = plt.get_cmap("tab20")
-    for i, (label, points) in enumerate(sorted(series.items())):
+    cmap = plt.get_cmap("tab10")
+    colors: dict[str, int] = {}  # an operation has one colour; the pure core's line is the dashed one
+    for label, points in sorted(series.items()):
         points.sort()
-        style = "-o" if label.startswith("kcont") else ("--s" if label.startswith("wheel") else ":^")
-        width = 2.2 if label.startswith("kcont") else 1.2
+        operation = label.split(" (")[0]
+        color = cmap(colors.setdefault(operation, len(colors)) % 10)
+        if label.startswith("kcont"):
+            pure = label.endswith("(pure core)")
+            style, width = ("--o" if pure else "-o"), (1.6 if pure else 2.4)
+        else:
+            style, width = ("-.s" if label.startswith("wheel") else ":^"), 1.2
         xs, ys = [p[0] for p in points], [p[1] for p in points]
-        ax.plot(xs, ys, style, label=label, color=cmap(i % 20), linewidth=width)
+        ax.plot(xs, ys, style, label=label, color=color, linewidth=width)
     ax.set_xscale("log")
     ax.set_yscale("log")
     ax.set_xlabel("pending timers")
     ax.set_ylabel("ns per operation (median)")
-    ax.set_title("Timer re-arm cost against pending timers")
+    both = " (kcont: solid, compiled core; dashed, pure core)" if len(cores) > 1 else ""
+    ax.set_title("Timer re-arm cost against pending timers" + both)
     ax.grid(True, which="both", alpha=0.3)
     ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))
     fig.tight_layout()
