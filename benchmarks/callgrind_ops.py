@@ -4,7 +4,13 @@ Usage: python benchmarks/callgrind_ops.py MODE N   (see benchmarks/callgrind.sh)
 
 Instruction counts are repeatable on a shared machine where nanoseconds are
 not; the difference between N and 0 operations, divided by N, is the cost of
-one operation (docs/performance.md, "Why: the profile").
+one operation (docs/performance.md, "Why: the profile").  The core counted is
+the one this process runs: the compiled one when built, the pure one with
+``KCONT_PURE_PYTHON=1``; ``python benchmarks/callgrind_ops.py --modes`` lists
+the modes, and the script says which core ran on standard error.
+
+The ``capi-*`` modes are the ``kc.schedule()`` modes through the C-style
+``kcont.capi.kcont_schedule(kc, None, 0)``, whose errno return the run checks.
 """
 
 from __future__ import annotations
@@ -18,6 +24,7 @@ import threading
 
 import kcont
 from kcont._core.dispatch import dispatch
+from kcont.capi import kcont_schedule
 from kcont._core.runtime import _tls
 from kcont._core.workqueue import ALL_BANDS
 from kcont.bench import HashedWheel, WheelTimer
@@ -55,9 +62,24 @@ def main(mode: str, n: int) -> None:
         for _ in range(n):
             kc.schedule()
             rt.step()
+    elif mode == "capi-depth1":
+        kc = kcs[0]
+        failed = 0
+        for _ in range(n):
+            failed |= kcont_schedule(kc, None, 0)
+            rt.step()
+        if failed:
+            raise SystemExit("kcont_schedule refused a schedule")
     elif mode == "schedule":
         for kc in kcs[:n]:
             kc.schedule()
+    elif mode == "capi-schedule":
+        if any([kcont_schedule(kc, None, 0) for kc in kcs[:n]]):
+            raise SystemExit("kcont_schedule refused a schedule")
+    elif mode == "capi-schedule+dispatch":
+        if any([kcont_schedule(kc, None, 0) for kc in kcs[:n]]):
+            raise SystemExit("kcont_schedule refused a schedule")
+        dispatch(rt, cpu, ALL_BANDS, n)
     elif mode == "schedule+dispatch":
         for kc in kcs[:n]:
             kc.schedule()
@@ -87,6 +109,19 @@ def main(mode: str, n: int) -> None:
         raise SystemExit(f"unknown mode {mode!r}")
     loop.close()
 
+
+MODES = (
+    "immediate-depth1",
+    "capi-depth1",
+    "schedule",
+    "capi-schedule",
+    "schedule+dispatch",
+    "capi-schedule+dispatch",
+    "rearm",
+    "wheel-rearm",
+    "asyncio",
+    "deque",
+)
 
 # CPython primitives that any implementation of kcont's semantics pays for
 # (docs/performance.md): each mode runs one in a loop; subtract the `loop` mode.
@@ -124,4 +159,8 @@ def primitive(mode: str, n: int) -> None:
 
 
 if __name__ == "__main__":
+    if sys.argv[1:] == ["--modes"]:
+        print(" ".join(MODES + PRIMITIVES))
+        raise SystemExit(0)
+    print(f"kcont core: {kcont.implementation}", file=sys.stderr)
     main(sys.argv[1], int(sys.argv[2]))

@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import io
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -15,8 +16,9 @@ import pytest
 
 import kcont
 from kcont import bench
-from kcont._cli import core_description
+from kcont._core import layout
 from kcont.bench import cli as bench_cli
+from kcont.bench import cores
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -32,22 +34,81 @@ def quick_results(tmp_path_factory: pytest.TempPathFactory) -> tuple[dict[str, A
     return json.loads(path.read_text()), out.getvalue()
 
 
+def _cores(results: dict[str, Any]) -> list[str]:
+    return list(results["meta"]["cores"])
+
+
 def test_quick_run_reports_every_benchmark(quick_results: tuple[dict[str, Any], str]) -> None:
-    """Every benchmark produces its group(s), with rows, and the tables are printed."""
+    """Every benchmark produces its group(s) for each core, with rows, and the
+    tables are printed."""
     results, text = quick_results
     assert set(results) == {"schema", "interrupted", "meta", "groups", "comparisons"}
-    assert results["schema"] == "kcont.bench/1" and results["interrupted"] is False
+    assert results["schema"] == "kcont.bench/2" and results["interrupted"] is False
     assert results["meta"]["implementation"] == kcont.implementation
-    assert text.startswith(f"kcont {kcont.__version__} benchmarks ({core_description()}): ")
+    assert text.startswith(f"kcont {kcont.__version__} benchmarks (")
     names = [g["name"] for g in results["groups"]]
     for name in bench.BENCHMARKS:
         assert name in names, name
-    assert names.count("timers") == len(results["meta"]["sizes"])
+    assert names.count("timers") == len(results["meta"]["sizes"]) * len(_cores(results))
     for g in results["groups"]:
-        assert {"name", "title", "kind", "params", "rows", "notes", "skipped"} <= set(g)
+        assert {"name", "title", "kind", "params", "rows", "notes", "skipped", "implementation"} <= set(g)
+        assert g["implementation"] in _cores(results)
         assert g["rows"], g["name"]
         assert f"== {g['title']} ==" in text
     assert "== How kcont compares" in text
+
+
+def test_quick_run_reports_both_cores_when_compiled(quick_results: tuple[dict[str, Any], str]) -> None:
+    """With the compiled core built, one run measures both cores (the other in
+    a partner process) and every table has a column per core."""
+    results, text = quick_results
+    if not layout.COMPILED and _cores(results) == ["python"]:  # the compiled core is not built
+        assert "the pure core only" in text
+        return
+    assert _cores(results) == ["compiled", "python"]
+    assert "compiled and pure cores side by side" in text.splitlines()[0]
+    for name in bench.BENCHMARKS:
+        assert [g["implementation"] for g in results["groups"] if g["name"] == name][:2] == [
+            "compiled",
+            "python",
+        ]
+    assert "ns/op compiled" in text and "ns/op pure" in text
+    assert {c["implementation"] for c in results["comparisons"]} == {"compiled", "python"}
+    assert results["meta"]["other_core"]["meta"]["implementation"] != kcont.implementation
+
+
+def test_without_the_other_core_the_run_says_so(monkeypatch: pytest.MonkeyPatch) -> None:
+    """When the partner process comes up on the same core (no other core is
+    built), the run says so and measures its own core alone."""
+    env = dict(os.environ)
+    if kcont.implementation == "python":
+        env["KCONT_PURE_PYTHON"] = "1"
+    else:
+        env.pop("KCONT_PURE_PYTHON", None)
+    monkeypatch.setattr(cores, "other_core_env", lambda: env)
+    out = io.StringIO()
+    parser = argparse.ArgumentParser()
+    bench.add_arguments(parser)
+    args = parser.parse_args(["--quick", "--only", "memory"])
+    assert bench.run_from_args(args, out) == 0
+    text = out.getvalue()
+    label = "compiled" if layout.COMPILED else "pure"
+    assert "the other core is not available" in text and f"the {label} core only" in text
+    assert "ns/op pure" not in text and "bytes compiled" not in text
+
+
+def test_a_failing_partner_leaves_this_core_alone(monkeypatch: pytest.MonkeyPatch) -> None:
+    """When the other core's process fails, the run says why and goes on with
+    its own core."""
+    monkeypatch.setattr(cores.Partner, "worker_module", "kcont.bench.no_such_module")
+    out = io.StringIO()
+    parser = argparse.ArgumentParser()
+    bench.add_arguments(parser)
+    args = parser.parse_args(["--quick", "--only", "memory"])
+    assert bench.run_from_args(args, out) == 0
+    text = out.getvalue()
+    assert "the other core's process ended (" in text and "No module named" in text
+    assert "== Memory per pending timer" in text and "bytes compiled" not in text
 
 
 def test_rows_carry_medians_and_ratios(quick_results: tuple[dict[str, Any], str]) -> None:
@@ -63,6 +124,9 @@ def test_rows_carry_medians_and_ratios(quick_results: tuple[dict[str, Any], str]
                     assert row["x_floor"] is not None and row["x_floor"] > 0, row["case"]
             elif g["kind"] == "bytes":
                 assert row["bytes_per_object"] > 0
+            elif g["kind"] == "pipeline":
+                assert row["cpu_us_per_packet"] > 0 and row["pps"] > 0
+                assert (row["x_cpu"] is not None) == (row["impl"] == "kcont")
             else:
                 assert row["samples"] > 0 and row["p99_us"] >= row["p50_us"] > 0
     timers = [g for g in results["groups"] if g["name"] == "timers"]
@@ -74,16 +138,28 @@ def test_rows_carry_medians_and_ratios(quick_results: tuple[dict[str, Any], str]
 def test_comparisons_have_verdicts(quick_results: tuple[dict[str, Any], str]) -> None:
     """Each comparison of kcont with a competitor is listed in words, with met /
     not met, or not measured, or not judged (quick mode, for the figures it
-    cannot judge: memory and the wake-up p99)."""
+    cannot judge: memory and the packet pipeline), for each core."""
     results, text = quick_results
     comparisons = results["comparisons"]
     words = " ".join(c["comparison"] for c in comparisons)
-    for word in ("sim depth 1", "cross-thread", "bare hashed wheel", "memory", "wake-up", "asyncio"):
+    for word in (
+        "sim depth 1 (kcont_schedule)",
+        "cross-thread",
+        "bare hashed wheel",
+        "memory",
+        "packet pipeline",
+    ):
         assert word in words, word
     for c in comparisons:
         assert c["met"] in (True, False, None)
         assert (c["met"] is None) == (not c["judged"])
-        assert c["judged"] == (c["value"] is not None and c["benchmark"] not in ("memory", "latency"))
+        assert c["judged"] == (c["value"] is not None and c["benchmark"] not in ("memory", "pipeline"))
+        assert c["implementation"] in _cores(results)
+    per_core = [
+        [c["subject"] + c["reference"] for c in comparisons if c["implementation"] == k]
+        for k in _cores(results)
+    ]
+    assert all(p == per_core[0] for p in per_core), "each core is judged on the same comparisons"
     assert "not judged: quick mode" in text
 
 
@@ -126,7 +202,7 @@ def test_script_runs(tmp_path: Path) -> None:
     )
     assert proc.returncode == 0, proc.stderr
     assert "Memory per pending timer" in proc.stdout
-    assert json.loads(path.read_text())["groups"][0]["name"] == "memory"
+    assert {g["name"] for g in json.loads(path.read_text())["groups"]} == {"memory"}
 
 
 def test_bad_options_are_refused() -> None:

@@ -110,7 +110,7 @@ def test_version_is_the_package_version() -> None:
         (["tour"], "kcont.tour/1"),
         (["explore", "--seeds", "1"], "kcont.explore/1"),
         (["stress", "--duration", "0.5", "--threads", "1", "--continuations", "8"], "kcont.stress/1"),
-        (["bench", "--quick", "--only", "memory"], "kcont.bench/1"),
+        (["bench", "--quick", "--only", "memory"], "kcont.bench/2"),
         (
             [
                 *("demo", "--flows", "8", "--rate", "1000", "--duration", "0.3"),

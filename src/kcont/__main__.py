@@ -40,7 +40,7 @@ COMMANDS = (
         "bench",
         "bench",
         "run_from_args",
-        "benchmarks: kcont beside the deque floor, asyncio, uvloop, sched, Twisted and threads",
+        "benchmarks: kcont's compiled and pure cores side by side, beside asyncio, sched, threads and more",
     ),
     (
         "stress",

@@ -1,7 +1,8 @@
 """kcont's benchmark suite: kcont beside what a Python user would pick instead.
 
 ``python -m kcont bench`` (or ``python benchmarks/run.py``) measures, in one
-process run, side by side:
+run, both kcont cores (the compiled one and the pure-Python reference; see
+:mod:`.cores`) side by side, each next to:
 
 * ``immediate``: schedule + dispatch of a reused continuation, at depth 1
   (schedule one, run it) and as a batch (schedule N, run them all), on the
@@ -15,11 +16,20 @@ process run, side by side:
   continuations pending, against a bare hashed timing wheel (the floor),
   asyncio ``call_later`` + ``cancel``, ``sched`` and Twisted
   ``DelayedCall.reset``.
+* ``pipeline``: the packet pipeline of ``python -m kcont demo`` against the
+  same pipeline on asyncio, on the same traffic: process CPU per packet at a
+  moderate offered rate, packets per second at a high one.
 * ``create`` and ``memory``: the cost of creating (and arming) a continuation,
   and the memory per pending continuation (tracemalloc), against asyncio's
   ``TimerHandle``.
 * ``latency``: wake-up latency from ``schedule`` to the start of the function,
   p50/p99, against a bare ``queue.SimpleQueue`` hand-off between two threads.
+
+Both cores
+    The process of the command runs its own core and starts a partner
+    process on the other (``KCONT_PURE_PYTHON``); the two take turns round by
+    round, so that only one measures at a time (:mod:`.cores`).  Without a
+    compiled core, the pure core runs alone and the run says so.
 
 Method
     The cases of a benchmark run round-robin inside one process, the order
@@ -38,8 +48,9 @@ matplotlib is refused before the run.  The suite needs only the standard library
 
 Layout: ``harness`` (configuration, rounds, ratios), ``competitors`` (the
 bare wheel floor and the optional competitors), one module per benchmark
-(``immediate``, ``cross``, ``timers``, ``create``, ``memory``, ``latency``),
-``report`` (tables, comparisons, plot), ``driver`` (the run) and ``cli``
+(``immediate``, ``cross``, ``timers``, ``pipeline``, ``create``, ``memory``,
+``latency``), ``report`` (tables, comparisons, plot), ``cores`` and
+``_worker`` (the other core's process), ``driver`` (the run) and ``cli``
 (the command).
 """
 
@@ -54,7 +65,8 @@ from .harness import BENCHMARKS, Case, Config, Group, Measure, run_cases, summar
 from .immediate import bench_immediate
 from .latency import bench_latency
 from .memory import bench_memory
-from .report import evaluate_comparisons, print_comparisons, print_group, write_plot
+from .pipeline import bench_pipeline
+from .report import evaluate_comparisons, print_comparisons, print_group, print_groups, write_plot
 from .timers import (
     CHUNK,
     D_TICKS,
@@ -91,12 +103,14 @@ __all__ = [
     "bench_immediate",
     "bench_latency",
     "bench_memory",
+    "bench_pipeline",
     "bench_timers",
     "config_from_args",
     "evaluate_comparisons",
     "main",
     "print_comparisons",
     "print_group",
+    "print_groups",
     "run",
     "run_cases",
     "run_from_args",

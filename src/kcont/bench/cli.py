@@ -81,6 +81,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=None,
         help="largest pending size measured with sched (default 1e5)",
     )
+    parser.add_argument(
+        "--this-core-only",
+        action="store_true",
+        help="measure only the core of this process (by default the other core runs too, in a second "
+        "process taking turns with this one; KCONT_PURE_PYTHON=1 makes this process's core the pure one)",
+    )
     parser.add_argument("--seed", type=int, default=1, help="random seed of the workloads")
     parser.add_argument(
         "--json",
@@ -122,6 +128,7 @@ def config_from_args(args: argparse.Namespace, out: TextIO | None = None) -> Con
     if args.sched_max is not None:
         cfg.sched_max = int(args.sched_max)
     cfg.seed = args.seed
+    cfg.other_core = not args.this_core_only
     if out is not None:
         cfg.out = out
     return cfg
@@ -153,7 +160,8 @@ def run_from_args(args: argparse.Namespace, out: TextIO | None = None) -> int:
 def main(argv: Sequence[str] | None = None) -> int:
     """``python benchmarks/run.py [options]``."""
     parser = argparse.ArgumentParser(
-        prog="kcont bench", description="kcont beside asyncio, uvloop, sched, Twisted and threads."
+        prog="kcont bench",
+        description="kcont's compiled and pure cores beside asyncio, uvloop, sched, Twisted and threads.",
     )
     add_arguments(parser)
     return run_from_args(parser.parse_args(argv))

@@ -181,6 +181,6 @@ def bench_create(cfg: Config, stack: ExitStack) -> Group:
         )
     else:
         g.skipped.append(f"Twisted callLater: {SKIP_TWISTED}")
-    samples = run_cases(cases, cfg.rounds, stop=cfg.stop)
+    samples = run_cases(cases, cfg.rounds, stop=cfg.stop, turn=cfg.turn)
     g.rows = summarize(cases, samples)
     return g

@@ -227,7 +227,7 @@ def bench_cross(cfg: Config, stack: ExitStack) -> Group:
                     also=("asyncio call_soon_threadsafe" + sfx, "uvloop call_soon_threadsafe" + sfx),
                 )
             )
-    samples = run_cases(cases, cfg.rounds, stop=cfg.stop)
+    samples = run_cases(cases, cfg.rounds, stop=cfg.stop, turn=cfg.turn)
     g.rows = summarize(cases, samples)
     for row in g.rows:
         row["ops_per_s"] = 1e9 / row["ns_per_op"] if row["ns_per_op"] else None

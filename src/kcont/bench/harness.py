@@ -14,10 +14,13 @@ import statistics
 import sys
 import threading
 from collections.abc import Callable, Sequence
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
 from typing import Any, TextIO
 
-BENCHMARKS = ("immediate", "cross", "timers", "create", "memory", "latency")
+BENCHMARKS = ("immediate", "cross", "timers", "pipeline", "create", "memory", "latency")
+
+Turn = Callable[[], AbstractContextManager[Any]]
 
 
 # -- configuration --------------------------------------------------------------
@@ -43,6 +46,14 @@ class Config:
     out: TextIO = sys.stdout
     stop: threading.Event | None = None  # set (by Ctrl-C): stop at the next measurement
     progress: bool = False  # say which benchmark starts (its table comes when it ends)
+    # Wraps every measured round: the side-by-side run passes the turn between
+    # the two cores' processes here, so that only one of them measures at a time.
+    turn: Turn = nullcontext
+    other_core: bool = True  # also run the other core, in a subprocess (--this-core-only: False)
+    pipeline_rounds: int = 3
+    pipeline_duration: float = 2.0
+    pipeline_rate: int = 8_000
+    pipeline_high_rate: int = 100_000
 
     @classmethod
     def quick_config(cls) -> Config:
@@ -58,6 +69,10 @@ class Config:
             create_size=2_000,
             mem_size=2_000,
             latency_samples=60,
+            pipeline_rounds=1,
+            pipeline_duration=0.3,
+            pipeline_rate=2_000,
+            pipeline_high_rate=20_000,
         )
 
 
@@ -103,9 +118,11 @@ def run_cases(
     *,
     full_gc: bool = True,
     stop: threading.Event | None = None,
+    turn: Turn = nullcontext,
 ) -> dict[str, list[tuple[float, int]]]:
     """Round-robin: one shorter warm-up round, then ``rounds`` rounds with the
-    order rotated each round.  Returns per case the (ns/op, ops) of each round.
+    order rotated each round, each round inside ``turn()``.  Returns per case
+    the (ns/op, ops) of each round.
 
     Raises:
         Interrupted: ``stop`` was set (checked before each measurement).
@@ -117,13 +134,14 @@ def run_cases(
         order = list(cases[shift:]) + list(cases[:shift])
         if not full_gc:
             gc.collect()
-        for case in order:
-            check_stop(stop)
-            _gc_prep(full_gc)
-            n = case.n if r >= 0 else max(1, case.n // 5)
-            seconds, ops = case.measure(n)
-            if r >= 0:
-                samples[case.name].append((seconds * 1e9 / max(ops, 1), ops))
+        with turn():
+            for case in order:
+                check_stop(stop)
+                _gc_prep(full_gc)
+                n = case.n if r >= 0 else max(1, case.n // 5)
+                seconds, ops = case.measure(n)
+                if r >= 0:
+                    samples[case.name].append((seconds * 1e9 / max(ops, 1), ops))
     return samples
 
 
@@ -177,7 +195,8 @@ class Group:
     rows: list[dict[str, Any]] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
     skipped: list[str] = field(default_factory=list)
-    kind: str = "ns"  # "ns", "bytes" or "latency"
+    kind: str = "ns"  # "ns", "bytes", "latency" or "pipeline"
+    implementation: str = ""  # the kcont core measured: "compiled" or "python"
     finalizers: list[Callable[[], None]] = field(default_factory=list, repr=False)
 
     def row(self, case: str) -> dict[str, Any] | None:
@@ -195,4 +214,5 @@ class Group:
             "rows": self.rows,
             "notes": self.notes,
             "skipped": self.skipped,
+            "implementation": self.implementation,
         }

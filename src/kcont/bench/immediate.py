@@ -193,7 +193,7 @@ def bench_immediate(cfg: Config, stack: ExitStack) -> Group:
     else:
         g.skipped.append(f"kcont threaded depth 1 / batch: {SKIP_THREADED}")
 
-    samples = run_cases(cases, cfg.rounds, stop=cfg.stop)
+    samples = run_cases(cases, cfg.rounds, stop=cfg.stop, turn=cfg.turn)
     g.rows = summarize(cases, samples)
     return g
 

@@ -183,21 +183,22 @@ def bench_latency(cfg: Config) -> Group:
         rng = random.Random(cfg.seed)
         for r in range(-1, cfg.rounds):
             shift = r % len(posters) if r >= 0 else 0
-            for p in posters[shift:] + posters[:shift]:
-                check_stop(cfg.stop)
-                gc.collect()
-                count = per_round if r >= 0 else 5
-                start = len(p.sink)
-                for s in range(count):
-                    p.post(perf_ns())
-                    time.sleep(rng.uniform(100e-6, 300e-6))
-                    deadline = perf() + 5
-                    while len(p.sink) < start + s + 1:
-                        if perf() > deadline:
-                            raise RuntimeError(f"latency {p.name}: probe lost")
-                        time.sleep(50e-6)
-                if r < 0:
-                    del p.sink[start:]
+            with cfg.turn():
+                for p in posters[shift:] + posters[:shift]:
+                    check_stop(cfg.stop)
+                    gc.collect()
+                    count = per_round if r >= 0 else 5
+                    start = len(p.sink)
+                    for s in range(count):
+                        p.post(perf_ns())
+                        time.sleep(rng.uniform(100e-6, 300e-6))
+                        deadline = perf() + 5
+                        while len(p.sink) < start + s + 1:
+                            if perf() > deadline:
+                                raise RuntimeError(f"latency {p.name}: probe lost")
+                            time.sleep(50e-6)
+                    if r < 0:
+                        del p.sink[start:]
     finally:
         for p in posters:
             p.close()

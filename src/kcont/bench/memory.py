@@ -61,6 +61,13 @@ def bench_memory(cfg: Config) -> Group:
             "driver's list is excluded; arg=None everywhere.",
         ],
     )
+    with cfg.turn():
+        _measure_memory(cfg, g)
+    return g
+
+
+def _measure_memory(cfg: Config, g: Group) -> None:
+    size = cfg.mem_size
     rng = random.Random(cfg.seed)
     ticks = [rng.randrange(D_TICKS, 3 * D_TICKS) for _ in range(size)]
     secs = [t * SEC_PER_TICK for t in ticks]
@@ -177,4 +184,3 @@ def bench_memory(cfg: Config) -> Group:
                 "note": note,
             }
         )
-    return g

@@ -6,7 +6,7 @@ Locking: none (pure functions of the results).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any, TextIO
 
 from .._cli import PLOT_INSTALL
@@ -17,7 +17,7 @@ from .harness import Group
 # Figures a quick run cannot judge, and why (their verdict flips from run to run).
 QUICK_UNJUDGED = {
     "memory": "quick mode measures too few objects for a stable size per object",
-    "latency": "quick mode takes too few samples for a p99 (it is one of the slowest few)",
+    "pipeline": "quick mode runs the pipeline too briefly for stable rates",
 }
 
 
@@ -53,16 +53,21 @@ def evaluate_comparisons(groups: list[Group], *, quick: bool = False) -> list[di
         *,
         at_most: bool = True,
         measure: str = "the time of",
+        unit: str = "x",
     ) -> None:
         unjudged = QUICK_UNJUDGED.get(benchmark) if quick else None
         met = None if value is None or unjudged else (value <= limit if at_most else value >= limit)
-        aim = f"{'at most' if at_most else 'at least'} {limit:g}x"
-        shown = "?" if value is None else f"{value:.2f}x"
+        aim = f"{'at most' if at_most else 'at least'} {limit:g}{unit}"
+        shown = "?" if value is None else (f"{value:.2f}x" if unit == "x" else f"{value:.0f}{unit}")
+        words = " ".join(w for w in (shown, measure, reference) if w)
         out.append(
             {
                 "benchmark": benchmark,
-                "comparison": f"{subject}: {shown} {measure} {reference} (aim: {aim})",
+                "comparison": f"{subject}: {words} (aim: {aim})",
                 "subject": subject,
+                "shown": shown,
+                "measure": measure,
+                "aim": aim,
                 "reference": reference,
                 "value": value,
                 "limit": limit,
@@ -75,14 +80,49 @@ def evaluate_comparisons(groups: list[Group], *, quick: bool = False) -> list[di
 
     imm = _find(groups, "immediate")
     if imm is not None:
-        for case, floor, comp in (
-            ("kcont sim depth 1", "deque depth 1 (floor)", "asyncio call_soon depth 1"),
-            ("kcont sim batch", "deque batch (floor)", "asyncio call_soon batch"),
-            ("kcont threaded depth 1", "deque depth 1 (floor)", "asyncio call_soon depth 1"),
-            ("kcont threaded batch", "deque batch (floor)", "asyncio call_soon batch"),
+        for case in ("kcont sim depth 1", "kcont sim depth 1 (kcont_schedule)"):
+            comp = "asyncio call_soon depth 1"
+            add("immediate", case, _ratio(imm, case, comp), comp + " (+ run)", 0.3)
+    for g in groups:
+        if g.name != "timers":
+            continue
+        size = g.params["pending"]
+        for case, floor in (
+            ("kcont rearm later", "wheel rearm later (floor)"),
+            ("kcont rearm random", "wheel rearm random (floor)"),
         ):
-            add("immediate", case, _ratio(imm, case, comp), comp, 0.6)
-            add("immediate", case, _ratio(imm, case, floor), "a bare deque (the floor)", 3.0)
+            add("timers", f"{case} at {size:,} pending", _ratio(g, case, floor), "a bare hashed wheel", 1.0)
+            add(
+                "timers",
+                f"{case} at {size:,} pending",
+                _ratio(g, case, "asyncio call_later + cancel"),
+                "asyncio call_later + cancel",
+                0.15,
+            )
+    pipe = _find(groups, "pipeline")
+    if pipe is not None:
+        for r in pipe.rows:
+            if r["impl"] != "kcont":
+                continue
+            if r["rate"] == "moderate":
+                add(
+                    "pipeline",
+                    f"packet pipeline at {r['offered_pps']:,} pkt/s offered",
+                    r["x_cpu"],
+                    "asyncio's pipeline",
+                    1.0,
+                    measure="the process CPU per packet of",
+                )
+            else:
+                add(
+                    "pipeline",
+                    f"packet pipeline at {r['offered_pps']:,} pkt/s offered",
+                    r["x_pps"],
+                    "asyncio's pipeline",
+                    1.5,
+                    at_most=False,
+                    measure="the packets per second of",
+                )
     cross = _find(groups, "cross")
     if cross is not None:
         for nprod in (1, 2):
@@ -98,53 +138,23 @@ def evaluate_comparisons(groups: list[Group], *, quick: bool = False) -> list[di
                 at_most=False,
                 measure="the throughput of",
             )
-            add(
-                "cross",
-                f"cross-thread {case}",
-                _ratio(cross, case, "asyncio call_soon_threadsafe" + sfx),
-                "asyncio call_soon_threadsafe",
-                1.0,
-            )
-    for g in groups:
-        if g.name != "timers":
-            continue
-        size = g.params["pending"]
-        for case, floor in (
-            ("kcont rearm later", "wheel rearm later (floor)"),
-            ("kcont rearm random", "wheel rearm random (floor)"),
-            ("kcont stop + schedule", "wheel cancel + re-arm (floor)"),
-        ):
-            add("timers", f"{case} at {size:,} pending", _ratio(g, case, floor), "a bare hashed wheel", 2.0)
-        if size >= 100_000:
-            for case in ("kcont rearm later", "kcont rearm random"):
-                add(
-                    "timers",
-                    f"{case} at {size:,} pending",
-                    _ratio(g, case, "asyncio call_later + cancel"),
-                    "asyncio call_later + cancel",
-                    0.5,
-                )
     mem = _find(groups, "memory")
     if mem is not None:
         row = mem.row("kcont pending continuation")
+        timer_handle = next((r for r in mem.rows if r["case"].startswith("asyncio")), None)
+        versus = (
+            ""
+            if timer_handle is None
+            else f"; an asyncio TimerHandle: {timer_handle['bytes_per_object']:.0f} bytes"
+        )
         add(
             "memory",
             "memory per pending continuation",
-            None if row is None else row["x_versus"],
-            "an asyncio TimerHandle",
-            1.0,
-            measure="the size of",
-        )
-    lat = _find(groups, "latency")
-    if lat is not None:
-        row = lat.row("kcont threaded")
-        add(
-            "latency",
-            "kcont threaded wake-up p99",
-            None if row is None else row["x_floor_p99"],
-            "a bare SimpleQueue hand-off",
-            2.0,
-            measure="the p99 of",
+            None if row is None else row["bytes_per_object"],
+            f"(tracemalloc{versus})",
+            120,
+            measure="",
+            unit=" bytes",
         )
     return out
 
@@ -195,88 +205,149 @@ def _table(headers: list[str], rows: list[list[str]], out: TextIO) -> None:
         print(line(r), file=out)
 
 
+CORE_LABELS = {"compiled": "compiled", "python": "pure"}
+
+
+def core_label(implementation: str) -> str:
+    """The short name of a core in the tables: "compiled" or "pure"."""
+    return CORE_LABELS.get(implementation, implementation or "?")
+
+
+Column = tuple[str, Callable[[dict[str, Any]], str]]
+
+
+def _columns(kind: str) -> list[Column]:
+    """The figures of a table of ``kind``: each shown once per core."""
+    if kind == "ns":
+        return [
+            ("ns/op", lambda r: _fmt_ns(r["ns_per_op"])),
+            ("x floor", lambda r: _fmt_x(r["x_floor"])),
+            ("x comp", lambda r: _fmt_x(r["x_versus"])),
+        ]
+    if kind == "bytes":
+        return [
+            ("bytes", lambda r: f"{r['bytes_per_object']:.0f}"),
+            ("x asyncio", lambda r: _fmt_x(r["x_versus"])),
+        ]
+    if kind == "pipeline":
+        return [
+            ("us CPU/pkt", lambda r: f"{r['cpu_us_per_packet']:.1f}"),
+            ("pkt/s", lambda r: f"{r['pps']:,.0f}"),
+            ("x CPU", lambda r: _fmt_x(r["x_cpu"])),
+            ("x pkt/s", lambda r: _fmt_x(r["x_pps"])),
+        ]
+    return [
+        ("p50 us", lambda r: f"{r['p50_us']:.1f}"),
+        ("p99 us", lambda r: f"{r['p99_us']:.1f}"),
+        ("p50 x fl", lambda r: _fmt_x(r["x_floor_p50"])),
+        ("p99 x fl", lambda r: _fmt_x(r["x_floor_p99"])),
+    ]
+
+
+def _trailer(kind: str, r: dict[str, Any]) -> str:
+    if kind == "ns":
+        return _short(r["versus"]) if r["x_versus"] is not None else ""
+    if kind == "bytes":
+        return str(r["note"])
+    return ""
+
+
 def print_group(g: Group, out: TextIO) -> None:
+    """One benchmark's table for one core."""
+    print_groups([g], out)
+
+
+def print_groups(groups: Sequence[Group], out: TextIO) -> None:
+    """One benchmark's table, one column per core for each figure (the
+    groups are the same benchmark measured on each core, in column order)."""
+    g = groups[0]
     print(f"\n== {g.title} ==", file=out)
     params = ", ".join(f"{k}={v}" for k, v in g.params.items())
     if params:
         print(f"   ({params})", file=out)
-    if g.kind == "ns":
-        rows = []
-        for r in g.rows:
-            more = ", ".join(
-                f"{v:.2f}x {_short(k)}"
-                for k, v in r.get("ratios", {}).items()
-                if k not in (r["floor"], r["versus"])
-            )
-            ops = f" [{r['ops']} ops]" if "budget" in (r.get("note") or "") else ""
-            rows.append(
-                [
-                    r["case"] + ops,
-                    _fmt_ns(r["ns_per_op"]),
-                    _fmt_ns(r["ns_min"]),
-                    _fmt_x(r["x_floor"]),
-                    _fmt_x(r["x_versus"]),
-                    _short(r["versus"]) if r["x_versus"] is not None else "",
-                    more,
-                ]
-            )
-        _table(["case", "ns/op", "min", "x floor", "x comp", "competitor", "other ratios"], rows, out)
-    elif g.kind == "bytes":
-        rows = [
-            [
-                r["case"],
-                f"{r['bytes_per_object']:.0f}",
-                _fmt_x(r["x_floor"]),
-                _fmt_x(r["x_versus"]),
-                r["note"],
-            ]
-            for r in g.rows
-        ]
-        _table(["object", "bytes", "x floor", "x asyncio", "note"], rows, out)
-    else:
-        rows = [
-            [
-                r["case"],
-                str(r["samples"]),
-                f"{r['p50_us']:.1f}",
-                f"{r['p90_us']:.1f}",
-                f"{r['p99_us']:.1f}",
-                f"{r['max_us']:.1f}",
-                _fmt_x(r["x_floor_p50"]),
-                _fmt_x(r["x_floor_p99"]),
-            ]
-            for r in g.rows
-        ]
-        _table(["mechanism", "n", "p50 us", "p90 us", "p99 us", "max us", "p50 x fl", "p99 x fl"], rows, out)
+    labels = [core_label(x.implementation) for x in groups]
+    columns = _columns(g.kind)
+    headers = ["case"]
+    for name, _ in columns:
+        headers += [f"{name} {label}" if len(groups) > 1 else name for label in labels]
+    trailer = {"ns": "competitor", "bytes": "note"}.get(g.kind)
+    if trailer:
+        headers.append(trailer)
+    cases: list[str] = []
+    for x in groups:
+        cases += [r["case"] for r in x.rows if r["case"] not in cases]
+    rows = []
+    for case in cases:
+        found = [x.row(case) for x in groups]
+        cells = [case]
+        for _, fmt in columns:
+            cells += ["-" if r is None else fmt(r) for r in found]
+        if trailer:
+            cells.append(next((_trailer(g.kind, r) for r in found if r is not None), ""))
+        rows.append(cells)
+    _table(headers, rows, out)
+    if len(groups) > 1:
+        print(
+            f"   columns: {' / '.join(labels)} = measured in the process running that kcont core; the rows "
+            "that are not kcont are the same code measured next to each core, round by round.",
+            file=out,
+        )
     for note in g.notes:
         print(f"   note: {note}", file=out)
-    for skip in g.skipped:
-        print(f"   {skip}", file=out)
+    skipped: dict[str, list[str]] = {}
+    for x in groups:
+        for skip in x.skipped:
+            skipped.setdefault(skip, []).append(core_label(x.implementation))
+    for skip, where in skipped.items():
+        only = f" ({' and '.join(where)} core only)" if len(where) < len(groups) else ""
+        print(f"   {skip}{only}", file=out)
     out.flush()
 
 
+def _verdict(c: dict[str, Any]) -> str:
+    if c["value"] is None:
+        return "not measured"
+    if not c["judged"]:
+        return "not judged"
+    return "met" if c["met"] else "NOT MET"
+
+
 def print_comparisons(comparisons: list[dict[str, Any]], out: TextIO) -> None:
-    """One line per comparison: its verdict, then the comparison in words."""
+    """One line per comparison, each core's verdict then the comparison in
+    words (``comparisons`` carry their core in ``implementation``)."""
     print("\n== How kcont compares (ratios of this run; aim = what kcont is built for) ==", file=out)
+    cores: list[str] = []
     for c in comparisons:
-        if c["value"] is None:
-            verdict = "not measured"
-        elif not c["judged"]:
-            verdict = "not judged"
+        if c.get("implementation", "") not in cores:
+            cores.append(c.get("implementation", ""))
+    keyed: dict[tuple[str, str, str], dict[str, dict[str, Any]]] = {}
+    for c in comparisons:
+        keyed.setdefault((c["benchmark"], c["subject"], c["reference"]), {})[c.get("implementation", "")] = c
+    if len(cores) > 1:
+        print(f"   verdicts: {' / '.join(core_label(k) for k in cores)} core", file=out)
+    for by_core in keyed.values():
+        first = next(iter(by_core.values()))
+        if len(cores) == 1:
+            line = f"   {_verdict(first):<13} {first['comparison']}"
         else:
-            verdict = "met" if c["met"] else "NOT MET"
-        line = f"   {verdict:<13} {c['comparison']}"
-        if c["not_judged_because"]:
-            line += f"; not judged: {c['not_judged_because']}"
+            verdicts = " / ".join(_verdict(by_core[k]) if k in by_core else "-" for k in cores)
+            shown = ", ".join(f"{core_label(k)} {by_core[k]['shown']}" for k in cores if k in by_core)
+            words = " ".join(w for w in (shown, first["measure"], first["reference"]) if w)
+            line = f"   {verdicts:<24} {first['subject']}: {words} (aim: {first['aim']})"
+        if first["not_judged_because"]:
+            line += f"; not judged: {first['not_judged_because']}"
         print(line, file=out)
-    met = sum(1 for c in comparisons if c["met"])
-    judged = sum(1 for c in comparisons if c["judged"])
-    unmeasured = sum(1 for c in comparisons if c["value"] is None)
-    print(
-        f"   {met} of {judged} judged comparisons met; {len(comparisons) - judged - unmeasured} not judged, "
-        f"{unmeasured} not measured",
-        file=out,
-    )
+    for core in cores:
+        mine = [c for c in comparisons if c.get("implementation", "") == core]
+        met = sum(1 for c in mine if c["met"])
+        judged = sum(1 for c in mine if c["judged"])
+        unmeasured = sum(1 for c in mine if c["value"] is None)
+        who = f"{core_label(core)} core: " if len(cores) > 1 else ""
+        print(
+            f"   {who}{met} of {judged} judged comparisons met; "
+            f"{len(mine) - judged - unmeasured} not judged, {unmeasured} not measured",
+            file=out,
+        )
 
 
 def write_plot(groups: list[Group], path: str) -> str | None:
@@ -290,30 +361,45 @@ def write_plot(groups: list[Group], path: str) -> str | None:
     except ImportError:
         return f"matplotlib is not installed ({PLOT_INSTALL}): no plot"
     series: dict[str, list[tuple[int, float]]] = {}
+    cores = {g.implementation for g in groups if g.name == "timers"}
+    alternatives_from = min(
+        cores, key=lambda c: list(CORE_LABELS).index(c) if c in CORE_LABELS else 9, default=""
+    )
     for g in groups:
         if g.name != "timers":
             continue
         for r in g.rows:
             if r["impl"] == "harness":
                 continue
-            series.setdefault(r["case"].replace(" (floor)", ""), []).append(
-                (g.params["pending"], r["ns_per_op"])
-            )
+            label = r["case"].replace(" (floor)", "")
+            if r["impl"] == "kcont":
+                if len(cores) > 1:
+                    label += f" ({core_label(g.implementation)} core)"
+            elif g.implementation != alternatives_from:
+                continue  # an alternative: drawn once, as measured next to the first core
+            series.setdefault(label, []).append((g.params["pending"], r["ns_per_op"]))
     if not series:
         return "no timer results to plot"
     fig, ax = plt.subplots(figsize=(11, 6))
-    cmap = plt.get_cmap("tab20")
-    for i, (label, points) in enumerate(sorted(series.items())):
+    cmap = plt.get_cmap("tab10")
+    colors: dict[str, int] = {}  # an operation has one colour; the pure core's line is the dashed one
+    for label, points in sorted(series.items()):
         points.sort()
-        style = "-o" if label.startswith("kcont") else ("--s" if label.startswith("wheel") else ":^")
-        width = 2.2 if label.startswith("kcont") else 1.2
+        operation = label.split(" (")[0]
+        color = cmap(colors.setdefault(operation, len(colors)) % 10)
+        if label.startswith("kcont"):
+            pure = label.endswith("(pure core)")
+            style, width = ("--o" if pure else "-o"), (1.6 if pure else 2.4)
+        else:
+            style, width = ("-.s" if label.startswith("wheel") else ":^"), 1.2
         xs, ys = [p[0] for p in points], [p[1] for p in points]
-        ax.plot(xs, ys, style, label=label, color=cmap(i % 20), linewidth=width)
+        ax.plot(xs, ys, style, label=label, color=color, linewidth=width)
     ax.set_xscale("log")
     ax.set_yscale("log")
     ax.set_xlabel("pending timers")
     ax.set_ylabel("ns per operation (median)")
-    ax.set_title("Timer re-arm cost against pending timers")
+    both = " (kcont: solid, compiled core; dashed, pure core)" if len(cores) > 1 else ""
+    ax.set_title("Timer re-arm cost against pending timers" + both)
     ax.grid(True, which="both", alpha=0.3)
     ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))
     fig.tight_layout()

@@ -385,7 +385,7 @@ def bench_timers(cfg: Config, size: int) -> Group:
         else:
             g.skipped.append(f"Twisted DelayedCall.reset: {SKIP_TWISTED}")
         work.init_ticks = []
-        samples = run_cases(cases, rounds, full_gc=full_gc, stop=cfg.stop)
+        samples = run_cases(cases, rounds, full_gc=full_gc, stop=cfg.stop, turn=cfg.turn)
         for fin in g.finalizers:
             fin()
         g.rows = summarize(cases, samples)
