@@ -328,12 +328,7 @@ def _assert_code_agrees(code: str) -> None:
     assert_same(reference, compiled)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="compiled schedule: a deadline beyond 64 bits raises OverflowError after arming "
-    "(the wheel counts an entry, the flags say IDLE) instead of arming as the reference does",
-)
-def test_a_deadline_beyond_64_bits_is_armed() -> None:
+def test_a_deadline_beyond_the_wheel_range_is_refused_alike() -> None:
     _assert_code_agrees(
         "rt.advance(5)\n"
         "show('schedule', lambda: kc.schedule((1 << 63) - 3))\n"
@@ -344,12 +339,7 @@ def test_a_deadline_beyond_64_bits_is_armed() -> None:
     )
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="compiled schedule: re-arming a PENDING continuation with a deadline beyond 64 bits "
-    "(kcont_schedule) raises OverflowError and leaves deadline -1",
-)
-def test_a_rearm_beyond_64_bits_is_armed() -> None:
+def test_a_rearm_beyond_the_wheel_range_is_refused_alike() -> None:
     _assert_code_agrees(
         "kc.schedule(3)\n"
         "show('capi', lambda: kcont.capi.kcont_schedule(kc, None, 1 << 64))\n"
@@ -357,22 +347,10 @@ def test_a_rearm_beyond_64_bits_is_armed() -> None:
     )
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="compiled ack: a wrong call names the C method "
-    "('ContinuationFields._c_ack() takes no arguments (1 given)'), the reference "
-    "'Continuation.ack() takes 1 positional argument but 2 were given'",
-)
 def test_wrong_calls_of_ack_report_alike() -> None:
     _assert_code_agrees("show('ack(1)', lambda: kc.ack(1))\n")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="pure core: the reference dispatch keeps the exception of a function in a local "
-    "(its traceback holds the dispatch frame: a cycle), so a dropped continuation whose "
-    "function raised stays bound until the garbage collector runs; the compiled core frees it",
-)
 def test_a_dropped_continuation_whose_function_raised_is_freed_at_once() -> None:
     _assert_code_agrees(
         "rt.exception_handler = lambda kc, exc: None\n"
