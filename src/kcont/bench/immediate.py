@@ -66,8 +66,10 @@ def bench_immediate(cfg: Config, stack: ExitStack) -> Group:
         notes=[
             "depth 1: schedule one, run it, repeat (a reused continuation; the asyncio/uvloop callback "
             "call_soon()s the next); batch: schedule n, then run them all (a backlog of n).",
-            "kcont sim: SimRuntime(ncpu=1); the public API (kc.schedule() + rt.step() / "
-            "rt.run_until_idle()) is the headline; 'kcont_schedule' is the C-style call (returns an errno).",
+            "kcont threaded (judged): a function schedules the next, as the asyncio callback does; "
+            "'kcont_schedule' is the C-style call (returns an errno).",
+            "kcont sim: SimRuntime(ncpu=1) driven from outside, kc.schedule() + rt.step() / "
+            "rt.run_until_idle() per item: it also pays for each step() call.",
         ],
     )
     cases: list[Case] = []
@@ -274,6 +276,20 @@ def _threaded_immediate_cases(n: int, stack: ExitStack) -> list[Case]:
     b = rt.continuation(kcont.wq_softnet, ping, a)
     a.set_arg(b)
 
+    def ping_capi(arg: Any, kc: Any) -> None:
+        global _hits
+        _hits += 1
+        left = state["left"] = state["left"] - 1
+        if left > 0:
+            kcont_schedule(arg, None, 0)
+        else:
+            state["t_end"] = perf()
+            done.set()
+
+    c = rt.continuation(kcont.wq_softnet, ping_capi, None)
+    d = rt.continuation(kcont.wq_softnet, ping_capi, c)
+    c.set_arg(d)
+
     def last(arg: Any, kc: Any) -> None:
         global _hits
         _hits += 1
@@ -289,16 +305,19 @@ def _threaded_immediate_cases(n: int, stack: ExitStack) -> list[Case]:
 
     seeder = rt.continuation(kcont.wq_softnet, seed, 0)
 
-    def depth1(k: int) -> tuple[float, int]:
+    def depth1(k: int, first: Any = a, what: str = "kcont threaded depth 1") -> tuple[float, int]:
         done.clear()
         state["left"] = k
         t0 = perf()
-        a.schedule()
+        first.schedule()
         if not done.wait(120):
-            raise RuntimeError("threaded depth 1: timed out")
+            raise RuntimeError(f"{what}: timed out")
         rt.wait_idle(30)
-        _check_hits(k, "kcont threaded depth 1")
+        _check_hits(k, what)
         return state["t_end"] - t0, k
+
+    def depth1_capi(k: int) -> tuple[float, int]:
+        return depth1(k, c, "kcont threaded depth 1 (kcont_schedule)")
 
     def batch(k: int) -> tuple[float, int]:
         done.clear()
@@ -322,6 +341,16 @@ def _threaded_immediate_cases(n: int, stack: ExitStack) -> list[Case]:
             floor="deque depth 1 (floor)",
             versus="asyncio call_soon depth 1",
             note="ping-pong of 2 continuations on one worker",
+        ),
+        Case(
+            "kcont threaded depth 1 (kcont_schedule)",
+            "kcont",
+            "kcont",
+            depth1_capi,
+            n,
+            floor="deque depth 1 (floor)",
+            versus="asyncio call_soon depth 1",
+            note="the same through the C-style API",
         ),
         Case(
             "kcont threaded batch",

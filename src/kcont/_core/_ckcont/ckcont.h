@@ -73,25 +73,34 @@ extern KCONT_TLS int kcont_critical;
 
 struct KList;
 
-/* A continuation (kcont.Continuation's fields). */
+/* The fields of a continuation that most never need: allocated the first
+ * time one of them leaves its default (an immediate schedule or an expiry
+ * counts a commit; a dispatch sets the runner), so a timer that is armed and
+ * re-armed and never fires costs none of them.  NULL objects read as None. */
+typedef struct {
+    PyObject *name;       /* name */
+    PyObject *fired;      /* _fired: int or None */
+    PyObject *runner;     /* _runner: thread ident or None */
+    PyObject *release;    /* _release: the Mutex to release after the call */
+    Py_ssize_t commits;   /* _commits */
+    Py_ssize_t started;   /* _started */
+} KContExtra;
+
+/* A continuation (kcont.Continuation's fields): 120 bytes with its GC
+ * header on a 64-bit build.  ``_wq`` is ``_rq.wq`` (a run queue belongs to
+ * one workqueue). */
 typedef struct KContObject {
     PyObject_HEAD
     int flags;            /* _flags */
-    Py_ssize_t commits;   /* _commits */
-    Py_ssize_t started;   /* _started */
     long long deadline;   /* _deadline */
-    PyObject *wq;         /* _wq */
     PyObject *func;       /* _func */
     PyObject *arg;        /* _arg */
     PyObject *lock;       /* _lock: a kcont.Mutex or None */
     PyObject *rq;         /* _rq: a RunQueue */
+    PyObject *ctx;        /* _ctx: a contextvars.Context or None */
     struct KList *wlist;  /* the wheel's list holding it (PENDING), or NULL; ``_bucket`` */
     struct KContObject *wprev, *wnext; /* its neighbours there */
-    PyObject *fired;      /* _fired: int or None */
-    PyObject *ctx;        /* _ctx: a contextvars.Context or None */
-    PyObject *runner;     /* _runner: thread ident or None */
-    PyObject *release;    /* _release: the Mutex to release after the call */
-    PyObject *name;       /* name */
+    KContExtra *extra;    /* NULL until needed */
 } KContObject;
 
 /* An intrusive, doubly linked list of armed continuations, in arming order;
@@ -223,6 +232,26 @@ typedef struct {
 } KContGlobals;
 
 extern KContGlobals kg;
+
+/* The continuation's workqueue (borrowed), or NULL before __init__. */
+static inline PyObject *
+kcont_wq(KContObject *kc)
+{
+    return kc->rq == NULL ? NULL : ((RunQueueObject *)kc->rq)->wq;
+}
+
+/* Its rarely used fields, allocated on first need (NULL: MemoryError set). */
+static inline KContExtra *
+kcont_extra(KContObject *kc)
+{
+    if (kc->extra == NULL) {
+        kc->extra = PyMem_Calloc(1, sizeof(KContExtra));
+        if (kc->extra == NULL) {
+            PyErr_NoMemory();
+        }
+    }
+    return kc->extra;
+}
 
 /* State lock helpers: 0 on success, -1 with an exception set. */
 static inline int

@@ -326,17 +326,16 @@ kcont_dispatch(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
         limit -= 1;
         /* begin_locked: QUEUED -> RUNNING. */
         int flags = kc->flags;
-        kc->flags = (flags & ~F_QUEUED) | F_RUNNING;
-        Py_INCREF(me);
-        Py_XSETREF(kc->runner, me);
-        Py_XINCREF(kc->lock);
-        Py_XSETREF(kc->release, kc->lock);
-        kc->started = kc->commits;
-        PyObject *fired = (flags & F_SHARED_CTX) ? PyLong_FromLongLong(kc->deadline) : Py_NewRef(Py_None);
-        if (fired == NULL) {
+        KContExtra *extra = kcont_extra(kc); /* there since the commit was counted */
+        PyObject *fired = (flags & F_SHARED_CTX) ? PyLong_FromLongLong(kc->deadline) : NULL;
+        if (extra == NULL || ((flags & F_SHARED_CTX) && fired == NULL)) {
             goto error_locked;
         }
-        Py_XSETREF(kc->fired, fired);
+        kc->flags = (flags & ~F_QUEUED) | F_RUNNING;
+        Py_XSETREF(extra->runner, Py_NewRef(me));
+        Py_XSETREF(extra->release, (kc->lock == NULL || kc->lock == Py_None) ? NULL : Py_NewRef(kc->lock));
+        extra->started = extra->commits;
+        Py_XSETREF(extra->fired, fired);
         PyObject *ctx = (flags & F_SHARED_CTX) ? PyContext_Copy(kc->ctx) : Py_XNewRef(kc->ctx);
         if (ctx == NULL) {
             if (!PyErr_Occurred()) {
@@ -387,7 +386,7 @@ kcont_dispatch(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
         Py_DECREF(ctx);
         Py_DECREF(func);
         Py_DECREF(arg);
-        PyObject *held = Py_XNewRef(kc->release); /* only this thread changes it while RUNNING */
+        PyObject *held = Py_XNewRef(kc->extra->release); /* only this thread changes it while RUNNING */
         if (state_lock_acquire(lock) < 0) {
             Py_XDECREF(held);
             Py_DECREF(rq);
@@ -402,8 +401,8 @@ kcont_dispatch(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
             ended &= ~F_INVOKING;
         }
         kc->flags = ended;
-        Py_XSETREF(kc->runner, Py_NewRef(Py_None));
-        Py_XSETREF(kc->release, Py_NewRef(Py_None));
+        Py_CLEAR(kc->extra->runner);
+        Py_CLEAR(kc->extra->release);
         int fired_waiters = 0;
         if (is_true(rt->run_waiters) || is_true(rt->halting) || rt->ended_waiters != 0 ||
             (ended & F_DESTROYED)) {

@@ -43,32 +43,34 @@ kcont_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
 static int
 kcont_traverse(KContObject *self, visitproc visit, void *arg)
 {
-    Py_VISIT(self->wq);
     Py_VISIT(self->func);
     Py_VISIT(self->arg);
     Py_VISIT(self->lock);
     Py_VISIT(self->rq);
-    Py_VISIT(self->fired);
     Py_VISIT(self->ctx);
-    Py_VISIT(self->runner);
-    Py_VISIT(self->release);
-    Py_VISIT(self->name);
+    if (self->extra != NULL) {
+        Py_VISIT(self->extra->name);
+        Py_VISIT(self->extra->fired);
+        Py_VISIT(self->extra->runner);
+        Py_VISIT(self->extra->release);
+    }
     return 0;
 }
 
 static int
 kcont_clear(KContObject *self)
 {
-    Py_CLEAR(self->wq);
     Py_CLEAR(self->func);
     Py_CLEAR(self->arg);
     Py_CLEAR(self->lock);
     Py_CLEAR(self->rq);
-    Py_CLEAR(self->fired);
     Py_CLEAR(self->ctx);
-    Py_CLEAR(self->runner);
-    Py_CLEAR(self->release);
-    Py_CLEAR(self->name);
+    if (self->extra != NULL) {
+        Py_CLEAR(self->extra->name);
+        Py_CLEAR(self->extra->fired);
+        Py_CLEAR(self->extra->runner);
+        Py_CLEAR(self->extra->release);
+    }
     return 0;
 }
 
@@ -77,24 +79,18 @@ kcont_dealloc(KContObject *self)
 {
     PyObject_GC_UnTrack(self);
     kcont_clear(self);
+    PyMem_Free(self->extra);
     Py_TYPE(self)->tp_free((PyObject *)self);
 }
 
 static PyMemberDef kcont_members[] = {
     {"_flags", T_INT, offsetof(KContObject, flags), 0, NULL},
-    SSIZE(KContObject, commits, "_commits"),
-    SSIZE(KContObject, started, "_started"),
     {"_deadline", T_LONGLONG, offsetof(KContObject, deadline), 0, NULL},
-    OBJ(KContObject, wq, "_wq"),
     OBJ(KContObject, func, "_func"),
     OBJ(KContObject, arg, "_arg"),
     OBJ(KContObject, lock, "_lock"),
     OBJ(KContObject, rq, "_rq"),
-    OBJ(KContObject, fired, "_fired"),
     OBJ(KContObject, ctx, "_ctx"),
-    OBJ(KContObject, runner, "_runner"),
-    OBJ(KContObject, release, "_release"),
-    OBJ(KContObject, name, "name"),
     {NULL},
 };
 
@@ -117,8 +113,107 @@ kcont_set_bucket(KContObject *self, PyObject *value, void *closure)
     return 0;
 }
 
+/* ``_wq``: its run queue's workqueue.  Set once, by __init__, before ``_rq``:
+ * the run queue is then the workqueue's first. */
+static PyObject *
+kcont_get_wq(KContObject *self, void *closure)
+{
+    PyObject *wq = kcont_wq(self);
+    if (wq == NULL) {
+        PyErr_SetString(PyExc_AttributeError, "_wq");
+        return NULL;
+    }
+    return Py_NewRef(wq);
+}
+
+static int
+kcont_set_wq(KContObject *self, PyObject *value, void *closure)
+{
+    if (value == NULL || !PyObject_TypeCheck(value, &Workqueue_Type)) {
+        PyErr_SetString(PyExc_TypeError, "_wq must be a workqueue");
+        return -1;
+    }
+    if (kcont_wq(self) == value) {
+        return 0;
+    }
+    PyObject *rqs = ((WorkqueueObject *)value)->rqs;
+    if (rqs == NULL || !PyTuple_Check(rqs) || PyTuple_GET_SIZE(rqs) == 0) {
+        PyErr_SetString(PyExc_TypeError, "_wq: a workqueue without run queues");
+        return -1;
+    }
+    Py_XSETREF(self->rq, Py_NewRef(PyTuple_GET_ITEM(rqs, 0)));
+    return 0;
+}
+
+/* The fields kept in the lazily allocated KContExtra: object fields (closure:
+ * their offset there) and counters. */
+static PyObject *
+kcont_get_extra_object(KContObject *self, void *closure)
+{
+    PyObject *value = self->extra == NULL ? NULL : *(PyObject **)((char *)self->extra + (size_t)closure);
+    return Py_NewRef(value != NULL ? value : Py_None);
+}
+
+static int
+kcont_set_extra_object(KContObject *self, PyObject *value, void *closure)
+{
+    if (value == NULL) {
+        value = Py_None;
+    }
+    if (self->extra == NULL && value == Py_None) {
+        return 0;
+    }
+    if (kcont_extra(self) == NULL) {
+        return -1;
+    }
+    PyObject **slot = (PyObject **)((char *)self->extra + (size_t)closure);
+    Py_XSETREF(*slot, value == Py_None ? NULL : Py_NewRef(value));
+    return 0;
+}
+
+static PyObject *
+kcont_get_extra_count(KContObject *self, void *closure)
+{
+    Py_ssize_t value = self->extra == NULL ? 0 : *(Py_ssize_t *)((char *)self->extra + (size_t)closure);
+    return PyLong_FromSsize_t(value);
+}
+
+static int
+kcont_set_extra_count(KContObject *self, PyObject *value, void *closure)
+{
+    if (value == NULL) {
+        PyErr_SetString(PyExc_TypeError, "cannot delete a counter");
+        return -1;
+    }
+    Py_ssize_t count = PyLong_AsSsize_t(value);
+    if (count == -1 && PyErr_Occurred()) {
+        return -1;
+    }
+    if (self->extra == NULL && count == 0) {
+        return 0;
+    }
+    if (kcont_extra(self) == NULL) {
+        return -1;
+    }
+    *(Py_ssize_t *)((char *)self->extra + (size_t)closure) = count;
+    return 0;
+}
+
+#define EXTRA_OBJECT(name, field)                                                                         \
+    {name, (getter)kcont_get_extra_object, (setter)kcont_set_extra_object, NULL,                         \
+     (void *)offsetof(KContExtra, field)}
+#define EXTRA_COUNT(name, field)                                                                          \
+    {name, (getter)kcont_get_extra_count, (setter)kcont_set_extra_count, NULL, (void *)offsetof(KContExtra, field)}
+
 static PyGetSetDef kcont_getset[] = {
     {"_bucket", (getter)kcont_get_bucket, (setter)kcont_set_bucket, NULL, NULL},
+    {"_wq", (getter)kcont_get_wq, (setter)kcont_set_wq, NULL, NULL},
+    EXTRA_OBJECT("name", name),
+    EXTRA_OBJECT("_fired", fired),
+    EXTRA_OBJECT("_runner", runner),
+    EXTRA_OBJECT("_release", release),
+    EXTRA_COUNT("_commits", commits),
+    EXTRA_COUNT("_started", started),
     {NULL},
 };
 

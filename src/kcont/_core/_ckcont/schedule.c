@@ -157,7 +157,7 @@ schedule_fast(KContObject *self, long long nticks, int ack)
 static int
 schedule_fast_locked_part(KContObject *self, long long nticks, int ack)
 {
-    WorkqueueObject *wq = (WorkqueueObject *)self->wq;
+    WorkqueueObject *wq = (WorkqueueObject *)kcont_wq(self);
     if (wq == NULL || !PyObject_TypeCheck(wq, &Workqueue_Type) || wq->rt == NULL ||
         !PyObject_TypeCheck(wq->rt, &Runtime_Type)) {
         return 0;
@@ -203,6 +203,13 @@ schedule_fast_locked_part(KContObject *self, long long nticks, int ack)
             return -1;
         }
         return 0;
+    }
+    if (nticks == 0 && kcont_extra(self) == NULL) { /* where commits are counted: MemoryError */
+        release_keeping_error(lock);
+        Py_DECREF(lock);
+        Py_DECREF(rq);
+        Py_DECREF(ctx);
+        return -1;
     }
     PyObject *replaced_ctx = self->ctx; /* released after S */
     PyObject *dropped = NULL;           /* likewise */
@@ -288,7 +295,7 @@ schedule_fast_locked_part(KContObject *self, long long nticks, int ack)
         self->ctx = ctx; /* takes our reference */
         ctx = NULL;
         self->flags = (flags & ~F_SHARED_CTX) | F_EXPIRED | F_INVOKING | F_QUEUED;
-        self->commits += 1;
+        self->extra->commits += 1;
         PyObject *stack[2] = {rq->fifo, (PyObject *)self};
         PyObject *r = Py_TYPE(rq->fifo) == (PyTypeObject *)kg.deque_type
                           ? PyObject_Vectorcall(kg.deque_append, stack, 2, NULL)
@@ -448,7 +455,7 @@ static PyObject *
 kcont_stop_method_inner(PyObject *op)
 {
     KContObject *self = (KContObject *)op;
-    WorkqueueObject *wq = (WorkqueueObject *)self->wq;
+    WorkqueueObject *wq = (WorkqueueObject *)kcont_wq(self);
     if (!kg.hooks_set || wq == NULL || !PyObject_TypeCheck(wq, &Workqueue_Type) || wq->rt == NULL ||
         !PyObject_TypeCheck(wq->rt, &Runtime_Type) || ((RuntimeObject *)wq->rt)->lock == NULL) {
         return PyObject_CallMethodNoArgs(op, kg.str_stop_py);
@@ -508,7 +515,7 @@ static PyObject *
 kcont_ack_method_inner(PyObject *op)
 {
     KContObject *self = (KContObject *)op;
-    WorkqueueObject *wq = (WorkqueueObject *)self->wq;
+    WorkqueueObject *wq = (WorkqueueObject *)kcont_wq(self);
     if (wq == NULL || !PyObject_TypeCheck(wq, &Workqueue_Type) || wq->rt == NULL ||
         !PyObject_TypeCheck(wq->rt, &Runtime_Type) || ((RuntimeObject *)wq->rt)->lock == NULL) {
         return PyObject_CallMethodNoArgs(op, kg.str_ack_py);
