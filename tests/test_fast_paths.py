@@ -9,12 +9,15 @@ required whichever core runs them (CI runs the suite on both).
 
 from __future__ import annotations
 
+import contextvars
+import sys
 from typing import Any
 
 import pytest
 
 import kcont
 from kcont import Continuation, SimRuntime, capi
+from kcont._core.dispatch import dispatch
 from kcont._core.timerwheel import MAX_TICKS
 
 
@@ -113,3 +116,53 @@ def test_a_traced_runtime_records_what_the_fast_paths_would_skip() -> None:
     events = [event.event for event in rt.trace if event.name == "traced"]
     assert events == ["schedule", "schedule", "start", "end"]
     rt.shutdown()
+
+
+def test_a_failed_rearm_keeps_the_context_it_had() -> None:
+    """A re-arm that fails while comparing contexts (here: out of stack)
+    changes nothing: the continuation keeps its own context, alive."""
+    var: contextvars.ContextVar[list[int]] = contextvars.ContextVar("var")
+    rt = SimRuntime(ncpu=1)
+    seen: list[Any] = []
+    with rt:
+        kc1 = Continuation(kcont.wq_softclock, lambda arg, kc: seen.append(var.get()))
+        kc2 = Continuation(kcont.wq_softclock, lambda arg, kc: None)
+        var.set([1])
+        kc1.schedule(5)
+        var.set([2])
+        kc2.schedule(5)  # the runtime's cached context is now kc2's
+        failed: list[bool] = []
+
+        def rearm_at_the_stack_limit(depth: int) -> None:
+            try:
+                rearm_at_the_stack_limit(depth + 1)
+            except RecursionError:
+                pass
+            if not failed:
+                try:
+                    kc1.schedule(7)
+                except RecursionError:
+                    failed.append(True)
+
+        limit = sys.getrecursionlimit()
+        sys.setrecursionlimit(200)
+        try:
+            rearm_at_the_stack_limit(0)
+        finally:
+            sys.setrecursionlimit(limit)
+        garbage = [contextvars.copy_context() for _ in range(100)]  # reuses freed contexts, if any
+        del garbage
+        rt.advance(10)
+    assert seen and seen[0] == [1]
+    rt.shutdown()
+
+
+def test_bad_bands_get_the_reference_errors(sim: SimRuntime) -> None:
+    kc = Continuation(kcont.wq_softnet, lambda arg, kc: None)
+    kc.schedule()
+    cpu = sim.cpus[0]
+    with pytest.raises(IndexError):
+        dispatch(sim, cpu, [0, 10**6], 3)
+    with pytest.raises(TypeError):
+        dispatch(sim, cpu, [0, "x"], 3)
+    assert not kc.queued and sim.run_until_idle() == 0  # it ran before the bad band was reached

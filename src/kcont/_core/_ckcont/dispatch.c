@@ -23,6 +23,8 @@
 
 #ifndef _WIN32
 #include <time.h>
+#else
+#include <windows.h>
 #endif
 
 static long long
@@ -33,7 +35,10 @@ perf_counter_ns(void)
     clock_gettime(CLOCK_MONOTONIC, &ts);
     return (long long)ts.tv_sec * 1000000000LL + ts.tv_nsec;
 #else
-    return 0;
+    LARGE_INTEGER count, frequency;
+    QueryPerformanceCounter(&count);
+    QueryPerformanceFrequency(&frequency);
+    return (long long)((double)count.QuadPart * 1e9 / (double)frequency.QuadPart);
 #endif
 }
 
@@ -213,26 +218,32 @@ kcont_dispatch(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
             return NULL;
         }
     }
-    PyObject *bands = PySequence_Fast(args[2], "bands must be a sequence");
-    if (bands == NULL) {
-        return NULL;
+    /* Every band index, checked once: anything odd is the reference's. */
+    PyObject *bands_seq = PySequence_Fast(args[2], "bands must be a sequence");
+    if (bands_seq == NULL) {
+        PyErr_Clear();
+        return PyObject_Vectorcall(kg.py_dispatch, args, nargs, NULL);
     }
-    Py_ssize_t nbands = PySequence_Fast_GET_SIZE(bands);
+    Py_ssize_t nbands = PySequence_Fast_GET_SIZE(bands_seq);
+    Py_ssize_t band_of[8];
+    int valid = nbands <= 8;
+    for (Py_ssize_t i = 0; valid && i < nbands; i++) {
+        PyObject *item = PySequence_Fast_GET_ITEM(bands_seq, i);
+        band_of[i] = PyLong_CheckExact(item) ? PyLong_AsSsize_t(item) : -1;
+        if (band_of[i] == -1 && PyErr_Occurred()) {
+            PyErr_Clear();
+        }
+        valid = band_of[i] >= 0 && band_of[i] < PyList_GET_SIZE(cpu->ready) && band_of[i] < PyTuple_GET_SIZE(cpu->rqs);
+    }
+    Py_DECREF(bands_seq);
+    if (!valid) {
+        return PyObject_Vectorcall(kg.py_dispatch, args, nargs, NULL);
+    }
     PyObject *ready = cpu->ready;
     int any = 0;
     for (Py_ssize_t i = 0; i < nbands; i++) {
-        Py_ssize_t band = PyLong_AsSsize_t(PySequence_Fast_GET_ITEM(bands, i));
-        if (band == -1 && PyErr_Occurred()) {
-            Py_DECREF(bands);
-            return NULL;
-        }
-        if (band < 0 || band >= PyList_GET_SIZE(ready) || band >= PyTuple_GET_SIZE(cpu->rqs)) {
-            Py_DECREF(bands);
-            return PyObject_Vectorcall(kg.py_dispatch, args, nargs, NULL);
-        }
-        int set = PyObject_IsTrue(PyList_GET_ITEM(ready, band));
+        int set = PyObject_IsTrue(PyList_GET_ITEM(ready, band_of[i]));
         if (set < 0) {
-            Py_DECREF(bands);
             return NULL;
         }
         if (set) {
@@ -241,7 +252,6 @@ kcont_dispatch(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
         }
     }
     if (!any) {
-        Py_DECREF(bands);
         if (is_true(rt->callbacks_ready)) {
             /* Fired by a stop or a replacement: a CPU with time wakes them. */
             PyObject *r = PyObject_CallOneArg(kg.deliver, (PyObject *)rt);
@@ -266,7 +276,6 @@ kcont_dispatch(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
     if (me == NULL) {
         Py_DECREF(lock);
         Py_DECREF(rt);
-        Py_DECREF(bands);
         return NULL;
     }
     kcont_critical++; /* but around the calls of user code below */
@@ -275,14 +284,13 @@ kcont_dispatch(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
         Py_DECREF(me);
         Py_DECREF(lock);
         Py_DECREF(rt);
-        Py_DECREF(bands);
         return NULL;
     }
     /* S held from here to the end, but where released explicitly. */
     while (limit) {
         PyObject *taken = NULL;
         for (Py_ssize_t i = 0; i < nbands && taken == NULL; i++) {
-            Py_ssize_t band = PyLong_AsSsize_t(PySequence_Fast_GET_ITEM(bands, i));
+            Py_ssize_t band = band_of[i];
             PyObject *rqs = PyTuple_GET_ITEM(cpu->rqs, band);
             PyObject *mask = PyList_GET_ITEM(ready, band);
             while (PyObject_IsTrue(mask) == 1) {
@@ -560,7 +568,6 @@ done_unlocked:;
     Py_DECREF(me);
     Py_DECREF(lock);
     Py_DECREF(rt);
-    Py_DECREF(bands);
     if (error != NULL) {
         restore_exception(error);
         return NULL;

@@ -211,7 +211,7 @@ schedule_fast_locked_part(KContObject *self, long long nticks, int ack)
         Py_DECREF(ctx);
         return -1;
     }
-    PyObject *replaced_ctx = self->ctx; /* released after S */
+    PyObject *replaced_ctx = NULL; /* the context replaced, released after S */
     PyObject *dropped = NULL;           /* likewise */
     PyObject *old_rq = self->rq;
     self->rq = (PyObject *)rq;
@@ -248,6 +248,7 @@ schedule_fast_locked_part(KContObject *self, long long nticks, int ack)
             Py_INCREF(ctx);
             rt->ctx_cache = ctx;
         }
+        replaced_ctx = self->ctx;
         self->ctx = ctx; /* takes our reference */
         ctx = NULL;
         WheelObject *wheel = (WheelObject *)rt->wheel;
@@ -292,6 +293,7 @@ schedule_fast_locked_part(KContObject *self, long long nticks, int ack)
     else {
         /* Immediate: the softint/workqueue path.  The context is this
          * scheduling's own copy, run as is by the dispatcher. */
+        replaced_ctx = self->ctx;
         self->ctx = ctx; /* takes our reference */
         ctx = NULL;
         self->flags = (flags & ~F_SHARED_CTX) | F_EXPIRED | F_INVOKING | F_QUEUED;

@@ -20,6 +20,8 @@
 
 #ifndef _WIN32
 #include <time.h>
+#else
+#include <windows.h>
 #endif
 
 static PyObject *
@@ -65,7 +67,7 @@ monotonic_us(void)
     clock_gettime(CLOCK_MONOTONIC, &ts);
     return (long long)ts.tv_sec * 1000000LL + ts.tv_nsec / 1000;
 #else
-    return 0;
+    return (long long)(GetTickCount64() * 1000);
 #endif
 }
 
@@ -126,6 +128,10 @@ statelock_acquire_method(StateLockObject *self, PyObject *args, PyObject *kwds)
     }
     if (!blocking && timeout != -1) {
         PyErr_SetString(PyExc_ValueError, "can't specify a timeout for a non-blocking call");
+        return NULL;
+    }
+    if (timeout != timeout) {
+        PyErr_SetString(PyExc_ValueError, "Invalid value NaN (not a number)");
         return NULL;
     }
     if (timeout < 0 && timeout != -1) {
