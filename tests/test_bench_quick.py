@@ -143,7 +143,7 @@ def test_comparisons_have_verdicts(quick_results: tuple[dict[str, Any], str]) ->
     comparisons = results["comparisons"]
     words = " ".join(c["comparison"] for c in comparisons)
     for word in (
-        "sim depth 1 (kcont_schedule)",
+        "threaded depth 1 (kcont_schedule)",
         "cross-thread",
         "bare hashed wheel",
         "memory",
