@@ -2,14 +2,15 @@
  *
  * What it owns
  *     The C layouts of the hot objects (a continuation, a run queue, a CPU, a
- *     workqueue, the timer wheel and the runtime's hot fields) and the fast
- *     paths that use them: Continuation.schedule (schedule.c), the timer
- *     wheel's arm and disarm (wheel.c) and the dispatch function
- *     (dispatch.c).  The pure-Python core (kcont._core, with the field lists
- *     of kcont._core.layout) is the reference: every field here is exposed to
- *     Python under the same name, so the pure code of the slow paths (stop,
- *     halt, flush, destroy, the parking rules, expiry, waiters, traces) runs
- *     unchanged on these objects.
+ *     workqueue and the runtime's hot fields: module.c), the runtime's state
+ *     lock (statelock.c), the per-thread current CPU (module.c), the timer
+ *     wheel (cwheel.c), and the fast paths: Continuation.schedule, stop and
+ *     ack and kcont.capi.kcont_schedule (schedule.c), and the dispatch
+ *     function (dispatch.c).  The pure-Python core (kcont._core, with the
+ *     field lists of kcont._core.layout) is the reference: every field here
+ *     is exposed to Python under the same name, so the pure code of the slow
+ *     paths (halt, flush, destroy, the parking rules, expiry, waiters, traces)
+ *     runs unchanged on these objects.
  *
  * The rule of the fast paths
  *     A fast path handles the common case exactly as the reference does, and
@@ -19,25 +20,51 @@
  *     written, so the reference redoes the whole operation from scratch.
  *     Errors and their messages are therefore always the reference's.
  *
- * Transition table, flags and counters: as kcont/_core/continuation.py (the
- * fast paths implement its rows "schedule(nticks=0)" and
- * "schedule(nticks>0)" for an entry that is not QUEUED, "dispatch begins"
- * and "dispatch ends").
+ * Transition table (the rows of kcont/_core/continuation.py that are here)
  *
- * Locking (the same as the pure core; no shortcut relies on the GIL)
- *     S, the runtime's state lock (``rt._lock``, a threading.Lock), guards
- *     every field below except the immutable ones (``wq``, ``rt``, ``cpu``,
- *     ``band``, ``index``).  A fast path takes S with the lock's own
- *     ``acquire`` and releases it with ``release``, as the reference does,
- *     and reads ``flags`` only under S.  No user object is released under S:
- *     a replaced context is kept in a local until S is released.  No user
- *     code runs under S (contexts are compared by identity, by the reference's
- *     helper).  Python functions that a fast path calls with S held are
- *     marked ``@ki.protected``, so a KeyboardInterrupt never lands between a
- *     transition and its wake-up.
- *     Free-threaded CPython: every field is written under S, and S is a real
- *     lock; the module declares it does not rely on the GIL only where its
- *     builds are tested (see the module's Py_mod_gil slot, absent here).
+ *     event                  fast path                        else: reference
+ *     ---------------------  -------------------------------  ----------------
+ *     schedule(nticks=0)     not INVOKING|DESTROYED|QUEUED|    the whole call
+ *                            PENDING, open, untraced:
+ *                            set EXPIRED|INVOKING|QUEUED,
+ *                            clear SHARED_CTX, commits++,
+ *                            enqueue, mark ready, kick
+ *     schedule(nticks>0)     not INVOKING|DESTROYED|QUEUED,    the whole call
+ *                            open, untraced: arm or re-arm,
+ *                            set PENDING|SHARED_CTX, clear
+ *                            EXPIRED, armed++, kick the timer
+ *     stop()                 not QUEUED, untraced: disarm if   the whole call
+ *                            PENDING (stopped++), clear
+ *                            PENDING|EXPIRED
+ *     ack()                  clear INVOKING                    (wrong calls)
+ *     dispatch begins        QUEUED -> RUNNING, runner,        a traced or
+ *                            release, started = commits,       instrumented
+ *                            fired                             runtime
+ *     dispatch ends          clear RUNNING; INVOKING unless    halts, destroys,
+ *                            QUEUED again; invoked++,          waiters, parked
+ *                            exceptions++                      sub-queues
+ *
+ * Locking (the same as the pure core)
+ *     S, the runtime's state lock (``rt._lock``: a StateLock, or any lock
+ *     with acquire/release), guards every mutable field below; the immutable
+ *     ones (a run queue's ``wq``, ``rt``, ``cpu``, ``band``; a CPU's ``rt``
+ *     and ``index``) are written once, before the object is shared.  A fast
+ *     path reads and writes ``flags`` only under S.  S is never held across
+ *     a call of user code: a continuation's function, an exception handler
+ *     and waiter callbacks run with it released.  No user object is released
+ *     under S where its last reference may go (a replaced context waits in a
+ *     local; dispatch keeps the continuation it ran until S is released).
+ *     Python functions that a fast path calls with S held are marked
+ *     ``@ki.protected``, and a fast path counts itself in ``kcont_critical``
+ *     (per thread) while it runs, so a KeyboardInterrupt never lands between
+ *     a transition and its wake-up (kcont._core.ki).
+ *     Lock order: S -> a kcont.Mutex's own lock (tried under S, released
+ *     without S), as the reference.
+ *     Free-threaded CPython: every write is under S and S is a real lock,
+ *     but some hints are read without S through borrowed references (the
+ *     ready masks a dispatch looks at first) and the module does not declare
+ *     itself free of the GIL (no Py_mod_gil slot), so CPython enables the GIL
+ *     when it is imported there.
  */
 #ifndef KCONT_CKCONT_H
 #define KCONT_CKCONT_H

@@ -1,9 +1,11 @@
-/* Continuation.schedule and ack: the compiled fast paths.
+/* Continuation.schedule, stop and ack, and kcont_schedule: the compiled
+ * fast paths.
  *
  * What it owns
- *     The rows "schedule(nticks=0)" and "schedule(nticks>0)" of the
- *     transition table (kcont/_core/continuation.py) for the common case: an
- *     exact int ``nticks`` in [0, 2**62), no ``cpu`` argument, a continuation
+ *     The rows "schedule(nticks=0)", "schedule(nticks>0)", "stop()" and
+ *     "ack()" of the transition table (ckcont.h; kcont/_core/continuation.py)
+ *     for the common case: for schedule, an
+ *     exact int ``nticks`` in [0, 2**61), no ``cpu`` argument, a continuation
  *     that is not INVOKING (after ``ack``), not DESTROYED, not QUEUED (and not
  *     PENDING for an immediate schedule), on a runtime that is open and not
  *     tracing.  Every other case goes to the reference, ``_py_schedule``,
