@@ -3,6 +3,8 @@ Google style through napoleon); the pages are Markdown (MyST)."""
 
 from __future__ import annotations
 
+from typing import Any
+
 import kcont
 
 project = "kcont"
@@ -46,6 +48,17 @@ nitpick_ignore_regex = [
     ("py:(class|obj)", r"kcont\.(_core\.continuation|periodic)\.A"),
     ("py:(exc|class)", r"(KeyboardInterrupt|SystemExit|OverflowError|IndexError|AttributeError)"),
 ]
+
+
+def _hide_layout_bases(app: object, name: str, obj: object, options: object, bases: list[type]) -> None:
+    """A core class's base holding its fields (kcont._core.layout) is an
+    implementation detail, different per core: not shown as a base."""
+    bases[:] = [b for b in bases if b.__module__ != "kcont._core.layout"]
+
+
+def setup(app: Any) -> None:
+    app.connect("autodoc-process-bases", _hide_layout_bases)
+
 
 html_theme = "alabaster"
 html_title = f"kcont {release}"
