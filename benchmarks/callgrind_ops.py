@@ -24,10 +24,10 @@ import threading
 
 import kcont
 from kcont._core.dispatch import dispatch
-from kcont.capi import kcont_schedule
 from kcont._core.runtime import _tls
 from kcont._core.workqueue import ALL_BANDS
 from kcont.bench import HashedWheel, WheelTimer
+from kcont.capi import kcont_schedule
 
 
 def _noop(arg: object, kc: object) -> None:

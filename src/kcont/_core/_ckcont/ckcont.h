@@ -226,18 +226,14 @@ typedef struct {
     PyObject *str_schedule_py;     /* "_py_schedule" */
     PyObject *str_stop_py;         /* "_py_stop" */
     PyObject *str_ack_py;          /* "_py_ack" */
-    PyObject *str_cpu;             /* "cpu" */
     PyObject *str_acquire;         /* "acquire" */
     PyObject *str_release;         /* "release" */
-    PyObject *str_popleft;         /* "popleft" */
     PyObject *str_append;          /* "append" */
     PyObject *str_try_acquire;     /* "_try_acquire" */
     PyObject *str_take_slow;       /* "_take_slow_locked" */
-    PyObject *str_record;          /* "_record" */
     PyObject *str_report_exception;/* "_report_exception" */
     PyObject *str_take_dropped;    /* "_take_dropped_locked" */
     PyObject *str_kick_timer;      /* "_kick_timer" */
-    PyObject *str_start, *str_end, *str_raise, *str_schedule;
     PyObject *same_values;         /* continuation._same_values */
     PyObject *heappush;            /* heapq.heappush */
     PyObject *heappop;             /* heapq.heappop */
@@ -249,9 +245,6 @@ typedef struct {
     PyObject *deliver;             /* waiters.deliver */
     PyObject *continuation_type;   /* kcont.Continuation */
     PyObject *capi_schedule;       /* the reference kcont.capi.kcont_schedule */
-    PyObject *lock_type;           /* type(threading.Lock()) */
-    PyObject *lock_acquire;        /* its acquire method descriptor */
-    PyObject *lock_release;        /* its release method descriptor */
     PyObject *deque_type;
     PyObject *deque_append;        /* collections.deque.append */
     PyObject *deque_popleft;       /* collections.deque.popleft */
@@ -288,12 +281,7 @@ state_lock_acquire(PyObject *lock)
     if (Py_TYPE(lock) == &StateLock_Type) {
         return statelock_acquire((StateLockObject *)lock, -1) < 0 ? -1 : 0;
     }
-    if (Py_TYPE(lock) == (PyTypeObject *)kg.lock_type) {
-        r = PyObject_Vectorcall(kg.lock_acquire, &lock, 1, NULL);
-    }
-    else {
-        r = PyObject_CallMethodNoArgs(lock, kg.str_acquire);
-    }
+    r = PyObject_CallMethodNoArgs(lock, kg.str_acquire); /* any other lock (a ForkedLock after fork) */
     if (r == NULL) {
         return -1;
     }
@@ -308,12 +296,7 @@ state_lock_release(PyObject *lock)
     if (Py_TYPE(lock) == &StateLock_Type) {
         return statelock_release((StateLockObject *)lock);
     }
-    if (Py_TYPE(lock) == (PyTypeObject *)kg.lock_type) {
-        r = PyObject_Vectorcall(kg.lock_release, &lock, 1, NULL);
-    }
-    else {
-        r = PyObject_CallMethodNoArgs(lock, kg.str_release);
-    }
+    r = PyObject_CallMethodNoArgs(lock, kg.str_release); /* any other lock (a ForkedLock after fork) */
     if (r == NULL) {
         return -1;
     }
@@ -365,6 +348,8 @@ PyObject *kcont_schedule_method(PyObject *self, PyObject *const *args, Py_ssize_
 PyObject *kcont_ack_method(PyObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames);
 PyObject *kcont_stop_method(PyObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames);
 PyObject *kcont_capi_schedule(PyObject *module, PyObject *const *args, Py_ssize_t nargs);
+/* rq's bit in the ready masks of the CPUs serving it: set, or ``clear``. */
+int rq_update_ready(RunQueueObject *rq, int clear);
 
 /* cwheel.c */
 int wheel_arm(WheelObject *wheel, KContObject *kc, long long deadline);
@@ -374,6 +359,6 @@ int wheel_disarm(WheelObject *wheel, KContObject *kc);
 
 /* dispatch.c */
 PyObject *kcont_dispatch(PyObject *module, PyObject *const *args, Py_ssize_t nargs);
-int rq_mark_ready(RunQueueObject *rq);
+
 
 #endif

@@ -42,46 +42,6 @@ perf_counter_ns(void)
 #endif
 }
 
-/* list[index] op= value for the ready masks; op: 0 or, 1 and-not. */
-static int
-update_mask(PyObject *ready, Py_ssize_t band, PyObject *bit, int clear)
-{
-    PyObject *mask = PyList_GET_ITEM(ready, band);
-    PyObject *updated;
-    if (clear) {
-        PyObject *inverted = PyNumber_Invert(bit);
-        if (inverted == NULL) {
-            return -1;
-        }
-        updated = PyNumber_And(mask, inverted);
-        Py_DECREF(inverted);
-    }
-    else {
-        updated = PyNumber_Or(mask, bit);
-    }
-    if (updated == NULL) {
-        return -1;
-    }
-    PyList_SET_ITEM(ready, band, updated);
-    Py_DECREF(mask);
-    return 0;
-}
-
-static int
-rq_clear_ready(RunQueueObject *rq)
-{
-    if (rq->cpu != Py_None) {
-        CPUObject *cpu = (CPUObject *)rq->cpu;
-        return update_mask(cpu->ready, rq->band, rq->bit, 1);
-    }
-    PyObject *r = PyObject_CallMethod((PyObject *)rq, "clear_ready_locked", NULL);
-    if (r == NULL) {
-        return -1;
-    }
-    Py_DECREF(r);
-    return 0;
-}
-
 /* RunQueue.take_locked: a new reference to the continuation that starts, with
  * its lock taken; NULL and no exception if none; NULL and an exception on
  * error. */
@@ -121,7 +81,7 @@ take_locked(RunQueueObject *rq)
                 return NULL;
             }
             Py_DECREF(popped);
-            if (PyObject_Size(fifo) == 0 && rq_clear_ready(rq) < 0) {
+            if (PyObject_Size(fifo) == 0 && rq_update_ready(rq, 1) < 0) {
                 Py_DECREF(head);
                 return NULL;
             }

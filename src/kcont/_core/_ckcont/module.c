@@ -625,39 +625,21 @@ PyInit__ckcont(void)
         return NULL;
     }
     if (intern(&kg.str_schedule_py, "_py_schedule") < 0 || intern(&kg.str_stop_py, "_py_stop") < 0 ||
-        intern(&kg.str_ack_py, "_py_ack") < 0 || intern(&kg.str_cpu, "cpu") < 0 || intern(&kg.str_acquire, "acquire") < 0 ||
-        intern(&kg.str_release, "release") < 0 || intern(&kg.str_popleft, "popleft") < 0 ||
-        intern(&kg.str_append, "append") < 0 || intern(&kg.str_try_acquire, "_try_acquire") < 0 ||
-        intern(&kg.str_take_slow, "_take_slow_locked") < 0 || intern(&kg.str_record, "_record") < 0 ||
+        intern(&kg.str_ack_py, "_py_ack") < 0 || intern(&kg.str_acquire, "acquire") < 0 ||
+        intern(&kg.str_release, "release") < 0 || intern(&kg.str_append, "append") < 0 ||
+        intern(&kg.str_try_acquire, "_try_acquire") < 0 || intern(&kg.str_take_slow, "_take_slow_locked") < 0 ||
         intern(&kg.str_report_exception, "_report_exception") < 0 ||
         intern(&kg.str_take_dropped, "_take_dropped_locked") < 0 || intern(&kg.str_kick_timer, "_kick_timer") < 0 ||
-        intern(&kg.str_start, "start") < 0 || intern(&kg.str_end, "end") < 0 || intern(&kg.str_raise, "raise") < 0 ||
-        intern(&kg.str_schedule, "schedule") < 0 || intern(&tls_key_cpu, "kcont._core.cpu") < 0 ||
-        intern(&tls_key_entered, "kcont._core.entered") < 0) {
+        intern(&tls_key_cpu, "kcont._core.cpu") < 0 || intern(&tls_key_entered, "kcont._core.entered") < 0) {
         goto fail;
     }
-    /* The state lock's type and methods, called directly on the hot paths. */
-    PyObject *threading = PyImport_ImportModule("_thread");
-    if (threading == NULL) {
-        goto fail;
-    }
-    PyObject *lock = PyObject_CallMethod(threading, "allocate_lock", NULL);
-    Py_DECREF(threading);
-    if (lock == NULL) {
-        goto fail;
-    }
-    kg.lock_type = (PyObject *)Py_TYPE(lock);
-    Py_INCREF(kg.lock_type);
-    Py_DECREF(lock);
-    kg.lock_acquire = PyObject_GetAttrString(kg.lock_type, "acquire");
-    kg.lock_release = PyObject_GetAttrString(kg.lock_type, "release");
     PyObject *collections = PyImport_ImportModule("collections");
     if (collections == NULL) {
         goto fail;
     }
     kg.deque_type = PyObject_GetAttrString(collections, "deque");
     Py_DECREF(collections);
-    if (kg.deque_type == NULL || kg.lock_acquire == NULL || kg.lock_release == NULL) {
+    if (kg.deque_type == NULL) {
         goto fail;
     }
     kg.deque_append = PyObject_GetAttrString(kg.deque_type, "append");

@@ -66,9 +66,9 @@ release_keeping_error(PyObject *lock)
     }
 }
 
-/* ready[band] |= bit for one CPU. */
+/* ready[band] |= bit (or &= ~bit with ``clear``) for one CPU serving rq. */
 static int
-cpu_mark_ready(CPUObject *cpu, RunQueueObject *rq)
+cpu_update_ready(CPUObject *cpu, RunQueueObject *rq, int clear)
 {
     PyObject *ready = cpu->ready;
     if (ready == NULL || !PyList_Check(ready) || rq->band < 0 || rq->band >= PyList_GET_SIZE(ready)) {
@@ -76,7 +76,18 @@ cpu_mark_ready(CPUObject *cpu, RunQueueObject *rq)
         return -1;
     }
     PyObject *mask = PyList_GET_ITEM(ready, rq->band);
-    PyObject *updated = PyNumber_Or(mask, rq->bit);
+    PyObject *updated;
+    if (clear) {
+        PyObject *inverted = PyNumber_Invert(rq->bit);
+        if (inverted == NULL) {
+            return -1;
+        }
+        updated = PyNumber_And(mask, inverted);
+        Py_DECREF(inverted);
+    }
+    else {
+        updated = PyNumber_Or(mask, rq->bit);
+    }
     if (updated == NULL) {
         return -1;
     }
@@ -85,12 +96,13 @@ cpu_mark_ready(CPUObject *cpu, RunQueueObject *rq)
     return 0;
 }
 
-/* RunQueue.mark_ready_locked. */
+/* RunQueue.mark_ready_locked (``clear``: clear_ready_locked): rq's bit in
+ * the ready mask of every CPU serving it. */
 int
-rq_mark_ready(RunQueueObject *rq)
+rq_update_ready(RunQueueObject *rq, int clear)
 {
     if (rq->cpu != Py_None) {
-        return cpu_mark_ready((CPUObject *)rq->cpu, rq);
+        return cpu_update_ready((CPUObject *)rq->cpu, rq, clear);
     }
     PyObject *cpus = PyObject_GetAttrString(rq->rt, "cpus");
     if (cpus == NULL) {
@@ -103,13 +115,26 @@ rq_mark_ready(RunQueueObject *rq)
     }
     Py_ssize_t n = PySequence_Fast_GET_SIZE(seq);
     for (Py_ssize_t i = 0; i < n; i++) {
-        if (cpu_mark_ready((CPUObject *)PySequence_Fast_GET_ITEM(seq, i), rq) < 0) {
+        if (cpu_update_ready((CPUObject *)PySequence_Fast_GET_ITEM(seq, i), rq, clear) < 0) {
             Py_DECREF(seq);
             return -1;
         }
     }
     Py_DECREF(seq);
     return 0;
+}
+
+/* The runtime of a continuation of the compiled layouts, with its state
+ * lock (borrowed), or NULL (no exception): the reference then does it all. */
+static RuntimeObject *
+runtime_of(KContObject *self)
+{
+    WorkqueueObject *wq = (WorkqueueObject *)kcont_wq(self);
+    if (!kg.hooks_set || wq == NULL || !PyObject_TypeCheck(wq, &Workqueue_Type) || wq->rt == NULL ||
+        !PyObject_TypeCheck(wq->rt, &Runtime_Type) || ((RuntimeObject *)wq->rt)->lock == NULL) {
+        return NULL;
+    }
+    return (RuntimeObject *)wq->rt;
 }
 
 /* The run queue an unspecified cpu means (the reference's rule), borrowed;
@@ -159,13 +184,11 @@ schedule_fast(KContObject *self, long long nticks, int ack)
 static int
 schedule_fast_locked_part(KContObject *self, long long nticks, int ack)
 {
-    WorkqueueObject *wq = (WorkqueueObject *)kcont_wq(self);
-    if (wq == NULL || !PyObject_TypeCheck(wq, &Workqueue_Type) || wq->rt == NULL ||
-        !PyObject_TypeCheck(wq->rt, &Runtime_Type)) {
+    RuntimeObject *rt = runtime_of(self);
+    if (rt == NULL) {
         return 0;
     }
-    RuntimeObject *rt = (RuntimeObject *)wq->rt;
-    RunQueueObject *rq = default_rq(wq, rt);
+    RunQueueObject *rq = default_rq((WorkqueueObject *)kcont_wq(self), rt);
     if (rq == NULL) {
         return -1;
     }
@@ -175,13 +198,7 @@ schedule_fast_locked_part(KContObject *self, long long nticks, int ack)
         Py_DECREF(rq);
         return -1;
     }
-    PyObject *lock = rt->lock;
-    if (lock == NULL) {
-        Py_DECREF(rq);
-        Py_DECREF(ctx);
-        return 0;
-    }
-    Py_INCREF(lock);
+    PyObject *lock = Py_NewRef(rt->lock);
     if (state_lock_acquire(lock) < 0) {
         Py_DECREF(lock);
         Py_DECREF(rq);
@@ -316,7 +333,7 @@ schedule_fast_locked_part(KContObject *self, long long nticks, int ack)
         if (depth > rq->depth_hwm) {
             rq->depth_hwm = depth;
         }
-        if (rq_mark_ready(rq) < 0) {
+        if (rq_update_ready(rq, 0) < 0) {
             goto error_locked;
         }
         if (rt->kick != NULL && rt->kick != Py_None) {
@@ -357,7 +374,7 @@ kcont_schedule_method(PyObject *op, PyObject *const *args, Py_ssize_t nargs, PyO
     PyObject *nticks_obj = NULL, *cpu = Py_None, *ack_obj = Py_False;
     Py_ssize_t nkw = kwnames == NULL ? 0 : PyTuple_GET_SIZE(kwnames);
 
-    if (nargs > 2 || !kg.hooks_set) {
+    if (nargs > 2) {
         goto reference;
     }
     if (nargs >= 1) {
@@ -459,12 +476,10 @@ static PyObject *
 kcont_stop_method_inner(PyObject *op)
 {
     KContObject *self = (KContObject *)op;
-    WorkqueueObject *wq = (WorkqueueObject *)kcont_wq(self);
-    if (!kg.hooks_set || wq == NULL || !PyObject_TypeCheck(wq, &Workqueue_Type) || wq->rt == NULL ||
-        !PyObject_TypeCheck(wq->rt, &Runtime_Type) || ((RuntimeObject *)wq->rt)->lock == NULL) {
+    RuntimeObject *rt = runtime_of(self);
+    if (rt == NULL) {
         return PyObject_CallMethodNoArgs(op, kg.str_stop_py);
     }
-    RuntimeObject *rt = (RuntimeObject *)wq->rt;
     PyObject *lock = Py_NewRef(rt->lock);
     if (state_lock_acquire(lock) < 0) {
         Py_DECREF(lock);
@@ -519,13 +534,11 @@ static PyObject *
 kcont_ack_method_inner(PyObject *op)
 {
     KContObject *self = (KContObject *)op;
-    WorkqueueObject *wq = (WorkqueueObject *)kcont_wq(self);
-    if (wq == NULL || !PyObject_TypeCheck(wq, &Workqueue_Type) || wq->rt == NULL ||
-        !PyObject_TypeCheck(wq->rt, &Runtime_Type) || ((RuntimeObject *)wq->rt)->lock == NULL) {
+    RuntimeObject *rt = runtime_of(self);
+    if (rt == NULL) {
         return PyObject_CallMethodNoArgs(op, kg.str_ack_py);
     }
-    PyObject *lock = ((RuntimeObject *)wq->rt)->lock;
-    Py_INCREF(lock);
+    PyObject *lock = Py_NewRef(rt->lock);
     if (state_lock_acquire(lock) < 0) {
         Py_DECREF(lock);
         return NULL;
